@@ -1,0 +1,137 @@
+"""Candidate generation: typed candidates from interest-aware index search, seen items dropped."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from retrieval.data import Event
+from retrieval.errors import UnknownUserError
+from retrieval.index import VectorIndex
+from retrieval.interests import InterestConfig, fused_query, interest_vectors
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One recommended item from a generator.
+
+    Attributes:
+        item_id: external item id.
+        score: generator score (higher is better; comparable within one source).
+        source: the generator's name, e.g. "interest" or "popularity".
+    """
+
+    item_id: str
+    score: float
+    source: str
+
+
+Histories = Mapping[str, Sequence[Event]]
+
+
+class CandidateGenerator:
+    """Base class: produce candidates for many users from their histories. One method to implement."""
+
+    name = "generator"
+
+    def generate_batch(self, users: Sequence[str], k: int) -> list[list[Candidate]]:
+        """Top-k unseen candidates per user, best first."""
+        raise NotImplementedError
+
+    def generate(self, user: str, k: int) -> list[Candidate]:
+        """Top-k unseen candidates for one user."""
+        return self.generate_batch([user], k)[0]
+
+
+class PopularityGenerator(CandidateGenerator):
+    """Most frequent items in the given histories, minus what each user has seen."""
+
+    name = "popularity"
+
+    def __init__(self, histories: Histories) -> None:
+        self.histories = histories
+        counts = Counter(ev.item for evs in histories.values() for ev in evs)
+        self.ranked = [(item, float(n)) for item, n in counts.most_common()]
+
+    def generate_batch(self, users: Sequence[str], k: int) -> list[list[Candidate]]:
+        out = []
+        for user in users:
+            seen = {ev.item for ev in _history(self.histories, user)}
+            picks = [Candidate(i, s, self.name) for i, s in self.ranked if i not in seen]
+            out.append(picks[:k])
+        return out
+
+
+def _history(histories: Histories, user: str) -> Sequence[Event]:
+    try:
+        return histories[user]
+    except KeyError:
+        raise UnknownUserError(f"unknown user {user!r} ({len(histories):,} users known)") from None
+
+
+class InterestRetriever(CandidateGenerator):
+    """Attention-pooled short- and long-term interest vectors, fused into one index query per user.
+
+    Users with an empty history get popularity candidates with source "popularity" (the flag).
+
+    Args:
+        index: item vectors (every history item must be in it).
+        histories: user → events, oldest first.
+        config: pooling settings.
+    """
+
+    name = "interest"
+
+    def __init__(self, index: VectorIndex, histories: Histories, config: InterestConfig | None = None) -> None:
+        self.index = index
+        self.histories = histories
+        self.config = config or InterestConfig()
+        self.popularity = PopularityGenerator(histories)
+
+    def user_vectors(self, user: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(short, long) interest vectors of shape (dim,), or None for an empty history."""
+        events = _history(self.histories, user)
+        if not events:
+            return None
+        rows = self.index.rows([ev.item for ev in events])
+        times = np.fromiter((ev.timestamp.timestamp() for ev in events), dtype=np.float64, count=len(events))
+        return interest_vectors(self.index.vectors[rows], times, self.config)
+
+    def queries(self, users: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
+        """Fused query per user, shape (len(users), dim), and which users had a history."""
+        out = np.zeros((len(users), self.index.dim), dtype=np.float32)
+        has = []
+        for i, user in enumerate(users):
+            vecs = self.user_vectors(user)
+            has.append(vecs is not None)
+            if vecs is not None:
+                out[i] = fused_query(*vecs, self.config.short_weight)
+        return out, has
+
+    def generate_batch(self, users: Sequence[str], k: int) -> list[list[Candidate]]:
+        queries, has = self.queries(users)
+        return self.search_queries(users, queries, has, k, self.name)
+
+    def search_queries(self, users: Sequence[str], queries: np.ndarray, has: Sequence[bool], k: int,
+                       source: str) -> list[list[Candidate]]:
+        """Search (len(users), dim) queries; drop each user's seen items; popularity where has is False."""
+        seen = [{ev.item for ev in _history(self.histories, u)} for u in users]
+        depth = k + max((len(s) for s in seen), default=0)
+        scores, rows = self.index.search_rows(queries, depth)
+        ids = self.index.ids
+        out: list[list[Candidate]] = []
+        for user, s_row, r_row, seen_u, ok in zip(users, scores, rows, seen, has, strict=True):
+            if not ok:
+                out.append(self.popularity.generate(user, k))
+                continue
+            picks: list[Candidate] = []
+            for s, r in zip(s_row.tolist(), r_row.tolist(), strict=True):
+                if r >= 0 and ids[r] not in seen_u:
+                    picks.append(Candidate(ids[r], s, source))
+                    if len(picks) == k:
+                        break
+            out.append(picks)
+        return out

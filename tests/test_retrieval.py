@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from retrieval.build import build_index
+from retrieval.data import Catalog, Dataset, Event, Item
+from retrieval.embed import HashingEmbedder
+from retrieval.errors import ConfigError, UnknownUserError
+from retrieval.interests import InterestConfig, attention_weights
+from retrieval.retrieve import InterestRetriever
+
+
+def test_recent_interest_dominates_short_term(shift_dataset: Dataset) -> None:
+    index = build_index(shift_dataset.catalog, HashingEmbedder(128), "numpy")
+    retriever = InterestRetriever(index, shift_dataset.histories)
+    cands = retriever.generate_batch(shift_dataset.users, 10)
+    topics = Counter(c.item_id.split("-")[0] for row in cands for c in row)
+    assert topics["cooking"] >= 0.9 * sum(topics.values())
+    for user, row in zip(shift_dataset.users, cands):
+        seen = {e.item for e in shift_dataset.history(user)}
+        assert len(row) == 10 and not seen & {c.item_id for c in row}
+        assert all(c.source == "interest" for c in row)
+        assert [c.score for c in row] == sorted((c.score for c in row), reverse=True)
+    short, long = retriever.user_vectors("u0")  # type: ignore[misc]
+    cook = index.vectors[index.rows([f"cooking-{i}" for i in range(40)])].mean(0)
+    space = index.vectors[index.rows([f"space-{i}" for i in range(40)])].mean(0)
+    assert short @ cook - short @ space > long @ cook - long @ space  # long term remembers space more
+
+
+def test_batch_equals_single(shift_dataset: Dataset) -> None:
+    index = build_index(shift_dataset.catalog, HashingEmbedder(64), "flat")
+    r = InterestRetriever(index, shift_dataset.histories)
+    batch = r.generate_batch(["u1", "u2"], 5)
+    assert [c.item_id for c in batch[1]] == [c.item_id for c in r.generate("u2", 5)]
+
+
+def test_empty_history_gets_flagged_popularity(shift_dataset: Dataset) -> None:
+    histories = dict(shift_dataset.histories)
+    histories["newbie"] = ()
+    index = build_index(shift_dataset.catalog, HashingEmbedder(64), "flat")
+    cands = InterestRetriever(index, histories).generate("newbie", 5)
+    assert len(cands) == 5 and all(c.source == "popularity" for c in cands)
+    with pytest.raises(UnknownUserError, match="ghost"):
+        InterestRetriever(index, histories).generate("ghost", 5)
+
+
+def test_attention_weights_recency_and_similarity() -> None:
+    v = np.eye(3, dtype=np.float32)[[0, 0, 1, 1]]
+    t = np.array([0, 1, 2, 3], dtype=np.float64) * 86_400
+    w = attention_weights(v, t, half_life_days=1.0, config=InterestConfig(recent_events=2))
+    assert w.sum() == pytest.approx(1.0)
+    assert w[3] > w[2] > w[1] > w[0]
+    with pytest.raises(ConfigError):
+        InterestConfig(temperature=0)
+
+
+def test_catalog_find_title() -> None:
+    cat = Catalog([Item(id="1", title="Heat"), Item(id="2", title="Heat Wave")])
+    assert [i.id for i in cat.find_title("heat")] == ["1", "2"]
+    assert cat.find_title("nothing") == []
+    ds = Dataset(cat, [Event(user="u", item="1", timestamp=datetime(2020, 1, 1, tzinfo=UTC) + timedelta(days=1))])
+    assert ds.item_popularity()["1"] == 1
