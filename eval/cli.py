@@ -56,7 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", default=None, help="user id (default: the first user in the data)")
     p.add_argument("-k", type=int, default=10, help="number of items (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    for mod in _command_modules():
+        mod.register(sub)
     return parser
+
+
+def _command_modules() -> list:  # type: ignore[type-arg]
+    import importlib
+    import pkgutil
+
+    import eval.commands as pkg
+
+    return [importlib.import_module(f"eval.commands.{m.name}") for m in pkgutil.iter_modules(pkg.__path__)]
 
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -133,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `driftrec` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        handler = getattr(args, "handler", None) or COMMANDS[args.command]
+        return int(handler(args))
     except DriftrecError as exc:
         print(f"driftrec: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,0 +1,93 @@
+"""The one interface every evaluated model implements, and the registry of models by name.
+
+Leakage by construction: `fit` receives training histories only; `score_batch` receives each user's
+input sequence (what precedes the held-out event) and nothing else. A model never sees a target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from retrieval.data import Catalog, Event
+from retrieval.errors import ConfigError
+
+Sequence_ = Sequence[Event]
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """What a model may learn from.
+
+    Attributes:
+        catalog: all items (texts are not behaviour, so the whole catalogue is allowed).
+        histories: user → training events, oldest first (validation and test events removed).
+        item_ids: column order of every score matrix (= catalog.ids).
+    """
+
+    catalog: Catalog
+    histories: Mapping[str, tuple[Event, ...]]
+    item_ids: tuple[str, ...]
+
+
+class Recommender:
+    """Base class. Implement `fit` (may be a no-op) and `score_batch`.
+
+    Higher scores are better. The harness masks seen items itself; models need not.
+    """
+
+    name: str = "model"
+    uses_llm: bool = False
+
+    def fit(self, train: TrainData) -> Recommender:
+        """Learn from training data only; returns self."""
+        self.train = train
+        return self
+
+    def score_batch(self, inputs: Sequence[Sequence_]) -> np.ndarray:
+        """Score every catalogue item for each input sequence.
+
+        Args:
+            inputs: per user, the events before the held-out one, oldest first.
+
+        Returns:
+            float array of shape (len(inputs), len(train.item_ids)).
+        """
+        raise NotImplementedError
+
+
+MODELS: dict[str, Callable[..., Recommender]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., Recommender]], Callable[..., Recommender]]:
+    """Class decorator: make a model available to the harness and CLI by `name`."""
+    def deco(factory: Callable[..., Recommender]) -> Callable[..., Recommender]:
+        MODELS[name] = factory
+        return factory
+    return deco
+
+
+def make_model(name: str, **kwargs: object) -> Recommender:
+    """A model by registered name; unknown names raise ConfigError listing the valid ones."""
+    _load_builtin_models()
+    try:
+        factory = MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}") from None
+    model = factory(**kwargs)
+    model.name = name
+    return model
+
+
+def _load_builtin_models() -> None:
+    """Import every `eval/models_*.py` module so its @register decorators run."""
+    import importlib
+    import pkgutil
+
+    import eval as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if mod.name.startswith("models_"):
+            importlib.import_module(f"eval.{mod.name}")
