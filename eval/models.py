@@ -57,6 +57,35 @@ class Recommender:
         """
         raise NotImplementedError
 
+    def score_candidates(self, inputs: Sequence[Sequence_], candidates: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """Score only the given candidate items per user (the `llmrank` and `rerank` protocols).
+
+        The default slices `score_batch`; models that cannot score the whole catalogue (an LLM
+        reranker) override this instead.
+
+        Args:
+            inputs: per user, the events before the held-out one, oldest first.
+            candidates: per user, candidate item ids (each in `train.item_ids`).
+
+        Returns:
+            per user, a float array of shape (len(candidates[u]),), higher is better.
+        """
+        full = self.score_batch(inputs)
+        col = self._columns()
+        return [full[u, [col[i] for i in cands]] for u, cands in enumerate(candidates)]
+
+    def diagnostics(self) -> dict[str, float]:
+        """Counters the harness reports beside the metrics (LLM rows: invalid-output, fallback and
+        hallucinated-id rates, prompt tokens, latency). Empty for plain models."""
+        return {}
+
+    def _columns(self) -> dict[str, int]:
+        found: dict[str, int] | None = getattr(self, "_column_cache", None)
+        if found is None:
+            found = {item: c for c, item in enumerate(self.train.item_ids)}
+            self._column_cache = found
+        return found
+
 
 MODELS: dict[str, Callable[..., Recommender]] = {}
 

@@ -89,3 +89,32 @@ def fused_query(short: np.ndarray, long: np.ndarray, short_weight: float) -> np.
     searches' scores would: one index search per user instead of two.
     """
     return (short_weight * short + (1.0 - short_weight) * long).astype(np.float32)
+
+
+def interest_vectors_batch(vectors: np.ndarray, times: np.ndarray, mask: np.ndarray,
+                           config: InterestConfig) -> tuple[np.ndarray, np.ndarray]:
+    """`interest_vectors` for many users at once, on right-aligned padded histories.
+
+    Args:
+        vectors: (B, L, dim) history vectors; each user's events are right-aligned (newest at L-1).
+        times: (B, L) epoch seconds (any value where masked).
+        mask: (B, L) bool, True for real events; every row has at least one.
+        config: pooling settings.
+
+    Returns:
+        (short, long), each (B, dim), L2-normalised; equal to per-user `interest_vectors`.
+    """
+    n_real = mask.sum(axis=1)
+    r = min(config.recent_events, vectors.shape[1])
+    anchor = (vectors[:, -r:] * mask[:, -r:, None]).sum(axis=1) / np.minimum(n_real, r)[:, None]
+    logits = np.einsum("bld,bd->bl", vectors, anchor) / config.temperature
+    logits = np.where(mask, logits, -np.inf)
+    logits -= logits.max(axis=1, keepdims=True)
+    sim = np.exp(logits)
+    age_days = np.where(mask, (times[:, -1:] - times) / DAY, 0.0)
+    half_lives = np.array([config.short_half_life_days, config.long_half_life_days])
+    w = (sim[:, None, :] * np.exp2(-age_days[:, None, :] / half_lives[None, :, None])).astype(np.float32)
+    w /= w.sum(axis=2, keepdims=True)
+    pooled = np.matmul(w, vectors)  # (B, 2, dim): short and long in one product
+    pooled /= np.maximum(np.linalg.norm(pooled, axis=2, keepdims=True), 1e-12)
+    return pooled[:, 0], pooled[:, 1]

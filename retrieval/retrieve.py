@@ -11,7 +11,7 @@ import numpy as np
 from retrieval.data import Event
 from retrieval.errors import UnknownUserError
 from retrieval.index import VectorIndex
-from retrieval.interests import InterestConfig, fused_query, interest_vectors
+from retrieval.interests import InterestConfig, fused_query, interest_vectors, interest_vectors_batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +90,18 @@ class InterestRetriever(CandidateGenerator):
         self.histories = histories
         self.config = config or InterestConfig()
         self.popularity = PopularityGenerator(histories)
+        # Per-user (rows, times, seen) arrays, computed once: histories are fixed for a retriever.
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray, frozenset[str]]] = {}
+
+    def _user_arrays(self, user: str) -> tuple[np.ndarray, np.ndarray, frozenset[str]]:
+        found = self._arrays.get(user)
+        if found is None:
+            events = _history(self.histories, user)
+            rows = self.index.rows([ev.item for ev in events])
+            times = np.fromiter((ev.timestamp.timestamp() for ev in events), dtype=np.float64, count=len(events))
+            found = (rows, times, frozenset(ev.item for ev in events))
+            self._arrays[user] = found
+        return found
 
     def user_vectors(self, user: str) -> tuple[np.ndarray, np.ndarray] | None:
         """(short, long) interest vectors of shape (dim,), or None for an empty history."""
@@ -100,15 +112,28 @@ class InterestRetriever(CandidateGenerator):
         times = np.fromiter((ev.timestamp.timestamp() for ev in events), dtype=np.float64, count=len(events))
         return interest_vectors(self.index.vectors[rows], times, self.config)
 
-    def queries(self, users: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
-        """Fused query per user, shape (len(users), dim), and which users had a history."""
+    def queries(self, users: Sequence[str], max_len: int = 200, chunk: int = 256) -> tuple[np.ndarray, list[bool]]:
+        """Fused query per user, shape (len(users), dim), and which users had a history.
+
+        Histories are pooled in padded batches (the newest `max_len` events per user; older events
+        carry weight below 0.5**(age/half-life) and barely move the vector).
+        """
         out = np.zeros((len(users), self.index.dim), dtype=np.float32)
-        has = []
-        for i, user in enumerate(users):
-            vecs = self.user_vectors(user)
-            has.append(vecs is not None)
-            if vecs is not None:
-                out[i] = fused_query(*vecs, self.config.short_weight)
+        arrays = [self._user_arrays(u) for u in users]
+        has = [len(a[0]) > 0 for a in arrays]
+        live = [i for i, ok in enumerate(has) if ok]
+        for start in range(0, len(live), chunk):
+            part = live[start:start + chunk]
+            width = min(max_len, max(len(arrays[i][0]) for i in part))
+            rows = np.zeros((len(part), width), dtype=np.int64)
+            times = np.zeros((len(part), width), dtype=np.float64)
+            mask = np.zeros((len(part), width), dtype=bool)
+            for b, i in enumerate(part):
+                r, t, _ = arrays[i]
+                n = min(width, len(r))
+                rows[b, width - n:], times[b, width - n:], mask[b, width - n:] = r[-n:], t[-n:], True
+            short, long = interest_vectors_batch(self.index.vectors[rows], times, mask, self.config)
+            out[part] = fused_query(short, long, self.config.short_weight)
         return out, has
 
     def generate_batch(self, users: Sequence[str], k: int) -> list[list[Candidate]]:
@@ -118,7 +143,7 @@ class InterestRetriever(CandidateGenerator):
     def search_queries(self, users: Sequence[str], queries: np.ndarray, has: Sequence[bool], k: int,
                        source: str) -> list[list[Candidate]]:
         """Search (len(users), dim) queries; drop each user's seen items; popularity where has is False."""
-        seen = [{ev.item for ev in _history(self.histories, u)} for u in users]
+        seen = [self._user_arrays(u)[2] for u in users]
         depth = k + max((len(s) for s in seen), default=0)
         scores, rows = self.index.search_rows(queries, depth)
         ids = self.index.ids

@@ -64,3 +64,17 @@ def test_catalog_find_title() -> None:
     assert cat.find_title("nothing") == []
     ds = Dataset(cat, [Event(user="u", item="1", timestamp=datetime(2020, 1, 1, tzinfo=UTC) + timedelta(days=1))])
     assert ds.item_popularity()["1"] == 1
+
+
+def test_batched_pooling_equals_per_user(shift_dataset: Dataset) -> None:
+    from retrieval.interests import fused_query
+
+    histories = dict(shift_dataset.histories)
+    histories["u0"] = histories["u0"][:3]  # uneven lengths exercise the padding
+    index = build_index(shift_dataset.catalog, HashingEmbedder(64), "numpy")
+    r = InterestRetriever(index, histories)
+    queries, has = r.queries(list(histories))
+    assert all(has)
+    for row, user in zip(queries, histories):
+        short, long = r.user_vectors(user)  # type: ignore[misc]
+        np.testing.assert_allclose(row, fused_query(short, long, r.config.short_weight), atol=1e-5)
