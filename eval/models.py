@@ -32,6 +32,43 @@ class TrainData:
     item_ids: tuple[str, ...]
 
 
+class RankedCandidates(tuple[str, ...]):
+    """One user's candidate item ids (a tuple of str) carrying optional generator scores.
+
+    Under the `rerank` protocol candidates arrive best-first with `scores` = the retriever's scores
+    (aligned with the ids) and `source` = the retriever's name, so a reranker can fuse with them.
+    Under `llmrank` they are shuffled and `scores` is None.
+    """
+
+    scores: np.ndarray | None
+    source: str
+
+    def __new__(cls, ids: Sequence[str], scores: np.ndarray | None = None, source: str = "") -> RankedCandidates:
+        self = super().__new__(cls, ids)
+        if scores is not None and len(scores) != len(self):
+            raise ConfigError(f"{len(scores)} scores for {len(self)} candidates")
+        self.scores = None if scores is None else np.asarray(scores, dtype=np.float64)
+        self.source = source
+        return self
+
+
+@dataclass(frozen=True)
+class ValidationData:
+    """What `Recommender.tune` receives: the validation stage, targets included (never test data).
+
+    Attributes:
+        users: validation user ids.
+        inputs: per user, the training events (what precedes the validation target).
+        targets: per user, the validation target item id.
+        candidates: per user, the protocol's candidates for the validation target (None under `full`).
+    """
+
+    users: tuple[str, ...]
+    inputs: tuple[tuple[Event, ...], ...]
+    targets: tuple[str, ...]
+    candidates: tuple[RankedCandidates, ...] | None
+
+
 class Recommender:
     """Base class. Implement `fit` (may be a no-op) and `score_batch`.
 
@@ -74,6 +111,14 @@ class Recommender:
         col = self._columns()
         return [full[u, [col[i] for i in cands]] for u, cands in enumerate(candidates)]
 
+    def tune(self, validation: ValidationData) -> None:
+        """Optional: set hyper-parameters (e.g. a fusion weight) on the validation stage.
+
+        The harness calls this after `fit` and before the test stage, with the same protocol's
+        candidates. The default does nothing.
+        """
+        return None
+
     def diagnostics(self) -> dict[str, float]:
         """Counters the harness reports beside the metrics (LLM rows: invalid-output, fallback and
         hallucinated-id rates, prompt tokens, latency). Empty for plain models."""
@@ -88,6 +133,7 @@ class Recommender:
 
 
 MODELS: dict[str, Callable[..., Recommender]] = {}
+BROKEN: dict[str, str] = {}  # model module → why it failed to import
 
 
 def register(name: str) -> Callable[[Callable[..., Recommender]], Callable[..., Recommender]]:
@@ -98,13 +144,25 @@ def register(name: str) -> Callable[[Callable[..., Recommender]], Callable[..., 
     return deco
 
 
-def make_model(name: str, **kwargs: object) -> Recommender:
-    """A model by registered name; unknown names raise ConfigError listing the valid ones."""
+def model_factory(name: str) -> Callable[..., Recommender]:
+    """The registered factory of `name`; unknown names raise ConfigError listing the valid ones."""
     _load_builtin_models()
     try:
-        factory = MODELS[name]
+        return MODELS[name]
     except KeyError:
-        raise ConfigError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}") from None
+        broken = "".join(f"; eval.{m} failed to import ({why})" for m, why in sorted(BROKEN.items()))
+        raise ConfigError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}{broken}") from None
+
+
+def available_models() -> list[str]:
+    """Every registered model name, sorted."""
+    _load_builtin_models()
+    return sorted(MODELS)
+
+
+def make_model(name: str, **kwargs: object) -> Recommender:
+    """A model by registered name; unknown names raise ConfigError listing the valid ones."""
+    factory = model_factory(name)
     model = factory(**kwargs)
     model.name = name
     return model
@@ -118,5 +176,10 @@ def _load_builtin_models() -> None:
     import eval as pkg
 
     for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.name.startswith("models_"):
-            importlib.import_module(f"eval.{mod.name}")
+        if mod.name.startswith("models_") and mod.name not in BROKEN:
+            try:
+                importlib.import_module(f"eval.{mod.name}")
+            except ImportError as exc:
+                # One model module with a missing optional dependency must not hide all the others;
+                # the failure is reported when a name it would have registered is asked for.
+                BROKEN[mod.name] = f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,300 @@
+"""RecommenderAgent: retrieval → LLM rerank → grounded explanations and interest shift; chat on top.
+
+The agent composes parts built elsewhere: a `CandidateGenerator` (e.g. `InterestRetriever`), the
+`LLMReranker`, the `Explainer` and the interest-evolution summary. Chat replies are assembled from
+typed results (grounded texts, catalogue titles), never from free LLM prose, so a prompt injection in
+the user's message can at most change which of the fixed intents runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agent.explain import ExplainConfig, Explainer
+from agent.intent import Route, route
+from agent.llm import LLMClient
+from agent.types import ChatReply, ChatSession, Explanation, GroundedText, Recommendation
+from retrieval.data import Dataset, Event, Item
+from retrieval.errors import ConfigError
+from retrieval.index import VectorIndex
+from retrieval.retrieve import Candidate, CandidateGenerator
+
+Flags = dict[str, str | int | float | bool]
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Agent settings.
+
+    Attributes:
+        candidates: retrieval depth handed to the reranker.
+        period: interest-timeline window ("day", "week", "month", "events:N").
+        routing: chat routing: "auto" (tools when supported, else LLM), "tools", "llm", "keywords".
+        chat_k: items per chat reply.
+        recent_events: events that define "what I watched lately" for the "different" intent.
+    """
+
+    candidates: int = 20
+    period: str = "week"
+    routing: str = "auto"
+    chat_k: int = 5
+    recent_events: int = 20
+
+    def __post_init__(self) -> None:
+        if self.candidates < 1 or self.chat_k < 1 or self.recent_events < 1:
+            raise ConfigError(f"candidates, chat_k and recent_events must be ≥ 1: {self}")
+        if self.routing not in ("auto", "tools", "llm", "keywords"):
+            raise ConfigError(f"unknown routing {self.routing!r}; valid: auto, tools, llm, keywords")
+
+
+class RecommenderAgent:
+    """Recommendations with explanations and interest shifts, and a chat front end.
+
+    Args:
+        dataset: catalogue and histories.
+        generator: candidate generator (must cover every user of `dataset`).
+        index: item vectors (supporting items, "more like", window vectors); optional.
+        client: LLM client; None = retrieval order and template texts (no LLM at all).
+        reranker: an `agent.rerank.LLMReranker` (or anything with `rerank(history, candidates)`); None = none.
+        explainer: defaults to an `Explainer` over `client`.
+        config: agent settings.
+    """
+
+    def __init__(self, dataset: Dataset, generator: CandidateGenerator, index: VectorIndex | None = None,
+                 client: LLMClient | None = None, reranker: Any = None, explainer: Explainer | None = None,
+                 config: AgentConfig | None = None, explain_config: ExplainConfig | None = None) -> None:
+        self.dataset = dataset
+        self.catalog = dataset.catalog
+        self.generator = generator
+        self.index = index
+        self.client = client
+        self.reranker = reranker
+        self.explainer = explainer or Explainer(dataset.catalog, client, index, explain_config)
+        self.config = config or AgentConfig()
+        self._evolutions: dict[str, Any] = {}
+        self._shifts: dict[str, GroundedText] = {}
+
+    # ------------------------------------------------------------------ recommend
+
+    def recommend(self, user_id: str, k: int = 10, explain: bool = True, exclude: Sequence[str] = ()) -> Recommendation:
+        """Top-k items for a user, reranked by the LLM when a reranker is set.
+
+        Args:
+            user_id: user id (UnknownUserError when absent).
+            k: items to return.
+            explain: add per-item explanations and the interest-shift text.
+            exclude: item ids not to return (e.g. already shown in a chat).
+        """
+        if k < 1:
+            raise ConfigError(f"k must be ≥ 1, got {k}")
+        history = self.dataset.history(user_id)
+        skip = set(exclude)
+        depth = max(self.config.candidates, k) + len(skip)
+        candidates = [c for c in self.generator.generate(user_id, depth) if c.item_id not in skip]
+        flags: Flags = {"candidates": len(candidates), "generator": self.generator.name}
+        if self.reranker is not None and candidates:
+            result = self.reranker.rerank(history, candidates)
+            candidates = list(result.candidates)
+            flags.update(rerank_method=result.method, rerank_fallback=result.fallback, rerank_retries=result.retries,
+                         rerank_invalid_outputs=result.invalid_outputs, rerank_hallucinated_ids=result.hallucinated_ids,
+                         rerank_prompt_tokens=result.prompt_tokens, rerank_latency_s=round(result.latency_s, 3))
+        else:
+            flags["rerank_method"] = "none"
+        return self._package(user_id, history, candidates[:k], explain, flags)
+
+    def _package(self, user_id: str, history: Sequence[Event], picks: Sequence[Candidate], explain: bool,
+                 flags: Flags) -> Recommendation:
+        items = tuple(c.item_id for c in picks)
+        explanations: tuple[Explanation, ...] = ()
+        shift = None
+        if explain:
+            explanations = tuple(self.explainer.explain(history, items))
+            shift = self.interest_shift(user_id)
+            flags["explanations_template"] = sum(e.text.source == "template" for e in explanations)
+            flags["explanations_regenerated"] = sum(e.text.source == "regenerated" for e in explanations)
+        if len(items) < len(picks) or not items:
+            flags["short_list"] = True
+        return Recommendation(user=user_id, items=items, titles=tuple(self.catalog[i].title for i in items),
+                              scores=tuple(float(c.score) for c in picks), explanations=explanations,
+                              interest_shift=shift, flags=flags)
+
+    def evolution(self, user_id: str) -> Any:
+        """The user's `retrieval.timeline.Evolution` (computed once per user)."""
+        if user_id not in self._evolutions:
+            from retrieval.timeline import summarize_evolution
+
+            self._evolutions[user_id] = summarize_evolution(user_id, self.dataset.history(user_id), self.catalog,
+                                                            self.index, self.config.period)
+        return self._evolutions[user_id]
+
+    def interest_shift(self, user_id: str) -> GroundedText:
+        """The grounded interest-shift description (computed once per user)."""
+        if user_id not in self._shifts:
+            self._shifts[user_id] = self.explainer.describe_shift(self.evolution(user_id))
+        return self._shifts[user_id]
+
+    # ------------------------------------------------------------------ chat
+
+    def chat(self, user_id: str, message: str, session: ChatSession | None = None) -> ChatReply:
+        """Answer one chat message; `session` carries what was shown before (updated in place).
+
+        Args:
+            user_id: user id (UnknownUserError when absent).
+            message: the user's message (untrusted: it only selects one of the fixed intents).
+            session: the conversation so far; a new one when None.
+        """
+        history = self.dataset.history(user_id)
+        session = session if session is not None else ChatSession(user=user_id)
+        if session.user != user_id:
+            raise ConfigError(f"session belongs to user {session.user!r}, not {user_id!r}")
+        r = route(self.client, message, self.config.routing)
+        flags: Flags = {"route": r.method, "route_fallback": r.fallback}
+        if r.error:
+            flags["route_error"] = r.error
+        handler = {"recommend": self._chat_recommend, "more_like": self._chat_more_like,
+                   "different": self._chat_different, "why": self._chat_why,
+                   "recent_interests": self._chat_recent, "help": self._chat_help}[r.intent]
+        reply = handler(user_id, history, r, session, flags)
+        session.turns.append(("user", message))
+        session.turns.append(("assistant", reply.text))
+        return reply
+
+    def _listing(self, intro: str, rec: Recommendation) -> str:
+        lines = [intro]
+        for n, (item_id, title) in enumerate(zip(rec.items, rec.titles, strict=True), 1):
+            exp = rec.explanation(item_id)
+            lines.append(f"{n}. {title}" + (f" — {exp.text.text}" if exp else ""))
+        return "\n".join(lines)
+
+    def _chat_recommend(self, user_id: str, history: Sequence[Event], r: Route, session: ChatSession,
+                        flags: Flags) -> ChatReply:
+        rec = self.recommend(user_id, self.config.chat_k, explain=True, exclude=session.shown)
+        if not rec.items:
+            return ChatReply(text="I have nothing new left to recommend.", intent="recommend", flags=flags)
+        more = bool(session.shown)
+        session.remember(rec)
+        intro = "Here are more picks you have not seen yet:" if more else "Here are my picks for you:"
+        return ChatReply(text=self._listing(intro, rec), intent="recommend", recommendations=rec, flags=flags)
+
+    def resolve_title(self, text: str | None, among: Sequence[str] | None = None) -> Item | None:
+        """The catalogue item a user's title text means (exact, then partial, then shorter prefixes).
+
+        Args:
+            text: title as the user wrote it.
+            among: restrict to these item ids (e.g. the items shown in a session).
+        """
+        if not text:
+            return None
+        words = text.split()
+        for n in range(len(words), 0, -1):
+            query = " ".join(words[:n])
+            if n < len(words) and len(query) < 4:
+                break
+            hits = self.catalog.find_title(query)
+            if among is not None:
+                allowed = set(among)
+                hits = [h for h in hits if h.id in allowed]
+            if hits:
+                return hits[0]
+        return None
+
+    def _unknown(self, intent: str, title: str | None, flags: Flags) -> ChatReply:
+        flags["unknown_title"] = True
+        shown = (title or "")[:80]
+        text = (f"I could not find a title matching “{shown}” in the catalogue, so I will not guess. "
+                "Please check the spelling or give the exact title.") if shown else \
+            "Which title do you mean? Please name it."
+        return ChatReply(text=text, intent=intent, flags=flags)  # type: ignore[arg-type]
+
+    def _chat_more_like(self, user_id: str, history: Sequence[Event], r: Route, session: ChatSession,
+                        flags: Flags) -> ChatReply:
+        anchor = self.resolve_title(r.title)
+        if anchor is None:
+            return self._unknown("more_like", r.title, flags)
+        if self.index is None or anchor.id not in self.index:
+            flags["no_index"] = True
+            return ChatReply(text=f"I found {anchor.title}, but I have no item vectors to find similar titles.",
+                             intent="more_like", flags=flags)
+        skip = {ev.item for ev in history} | set(session.shown) | {anchor.id}
+        k = self.config.chat_k
+        picks = [Candidate(i, s, "more_like") for i, s in similar_items(self.index, anchor.id, k, skip)]
+        flags["anchor"] = anchor.id
+        rec = self._package(user_id, history, picks, True, flags)
+        session.remember(rec)
+        return ChatReply(text=self._listing(f"Titles close to {anchor.title} that you have not seen:", rec),
+                         intent="more_like", recommendations=rec, flags=flags)
+
+    def recent_categories(self, history: Sequence[Event], n: int = 2) -> tuple[str, ...]:
+        """The n most frequent categories among the user's recent events."""
+        counts: dict[str, float] = {}
+        for ev in history[-self.config.recent_events:]:
+            cats = self.catalog[ev.item].categories
+            for c in cats:
+                counts[c] = counts.get(c, 0.0) + 1.0 / len(cats)
+        return tuple(sorted(counts, key=lambda c: (-counts[c], c))[:n])
+
+    def _chat_different(self, user_id: str, history: Sequence[Event], r: Route, session: ChatSession,
+                        flags: Flags) -> ChatReply:
+        recent = set(self.recent_categories(history))
+        skip = {ev.item for ev in history} | set(session.shown)
+        k = self.config.chat_k
+        pool = self.generator.generate(user_id, max(200, 10 * k) + len(session.shown))
+        picks = [c for c in pool if c.item_id not in skip and not recent & set(self.catalog[c.item_id].categories)]
+        if len(picks) < k:
+            # The user's neighbourhood is all one genre: widen to popular items outside the recent genres.
+            popular = self.dataset.item_popularity().most_common()
+            chosen = {c.item_id for c in picks}
+            picks += [Candidate(i, float(n), "popularity") for i, n in popular
+                      if i not in skip and i not in chosen and not recent & set(self.catalog[i].categories)]
+            flags["widened_to_popularity"] = True
+        rec = self._package(user_id, history, picks[:k], True, flags)
+        session.remember(rec)
+        from agent.evidence import join_words
+
+        intro = (f"Something different from the {join_words(sorted(recent))} you watched lately:" if recent
+                 else "Something different from what you watched lately:")
+        return ChatReply(text=self._listing(intro, rec), intent="different", recommendations=rec, flags=flags)
+
+    def _chat_why(self, user_id: str, history: Sequence[Event], r: Route, session: ChatSession,
+                  flags: Flags) -> ChatReply:
+        if not r.title:
+            if not session.shown:
+                return ChatReply(text="I have not suggested anything yet in this conversation.", intent="why",
+                                 flags=flags)
+            titles = ", ".join(self.catalog[i].title for i in session.shown[-5:])
+            return ChatReply(text=f"Which title do you mean? I suggested: {titles}.", intent="why", flags=flags)
+        shown = self.resolve_title(r.title, among=session.shown)
+        if shown is None:
+            item = self.resolve_title(r.title)
+            if item is None:
+                return self._unknown("why", r.title, flags)
+            flags["not_suggested"] = True
+            return ChatReply(text=f"I did not suggest {item.title} in this conversation.", intent="why", flags=flags)
+        exp = session.explanations.get(shown.id)
+        if exp is None:
+            exp = self.explainer.explain(history, [shown.id])[0]
+            session.explanations[shown.id] = exp
+        return ChatReply(text=f"I suggested {shown.title} because: {exp.text.text}", intent="why", flags=flags)
+
+    def _chat_recent(self, user_id: str, history: Sequence[Event], r: Route, session: ChatSession,
+                     flags: Flags) -> ChatReply:
+        shift = self.interest_shift(user_id)
+        flags["shift_source"] = shift.source
+        return ChatReply(text=shift.text, intent="recent_interests", interest_shift=shift, flags=flags)
+
+    def _chat_help(self, user_id: str, history: Sequence[Event], r: Route, session: ChatSession,
+                   flags: Flags) -> ChatReply:
+        text = ("I can recommend titles for you, find more like a title you name, suggest something different "
+                "from what you watched lately, tell you why I suggested a title, or describe what you have "
+                "been into lately.")
+        return ChatReply(text=text, intent="help", flags=flags)
+
+
+def similar_items(index: VectorIndex, item_id: str, k: int, skip: set[str]) -> list[tuple[str, float]]:
+    """Nearest items to one item, minus `skip`; (item id, cosine) pairs, best first."""
+    hits = index.search(np.asarray(index.vector(item_id), dtype=np.float32), k + len(skip) + 1)
+    return [(i, s) for i, s in hits if i not in skip and i != item_id][:k]

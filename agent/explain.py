@@ -1,0 +1,250 @@
+"""Interest-shift descriptions and per-item explanations, grounded in the evidence the LLM is given.
+
+Flow for every text: build the evidence (categories, titles, dates) → ask the LLM → grounding check
+(every catalogue category/title mentioned must be in the evidence; explanations must cite a history
+title) → bounded re-ask with the error → else a template sentence built from the same evidence.
+Small models write poorly, so the template path is written to read well on its own.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+
+from agent.evidence import ItemEvidence, ShiftEvidence, item_evidence, join_words, shift_evidence
+from agent.grounding import GroundingChecker, display_title
+from agent.llm import LLMClient, to_messages
+from agent.types import Explanation, GroundedText
+from prompts import render
+from retrieval.data import Catalog, Event
+from retrieval.errors import LLMError
+from retrieval.index import VectorIndex
+
+_SPECIAL = re.compile(r"<\|[^|>]*\|>|</?s>|\[/?INST\]")
+_LABEL = re.compile(r"^\s*(?:explanation|answer|description|summary|assistant)\s*:\s*", re.IGNORECASE)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“])")
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """Settings of the explainer.
+
+    Attributes:
+        max_attempts: LLM answers tried per text (first + re-asks) before the template.
+        max_tokens: generation cap per answer.
+        shift_sentences: most sentences kept from a shift description.
+        item_sentences: most sentences kept from an item explanation.
+        supporting: history items given as evidence per explained item.
+        verb: past-tense verb for the user's behaviour in templates ("watched", "played").
+        category_noun: plural noun for categories in templates ("genres", "categories").
+        require_citation: an explanation must name at least one evidence history title.
+    """
+
+    max_attempts: int = 2
+    max_tokens: int = 120
+    shift_sentences: int = 4
+    item_sentences: int = 3
+    supporting: int = 3
+    verb: str = "watched"
+    category_noun: str = "genres"
+    require_citation: bool = True
+
+
+def clean_text(text: str, max_sentences: int, max_chars: int = 700) -> str:
+    """Strip chat tokens and labels, collapse whitespace, keep the first sentences, cap the length."""
+    text = _LABEL.sub("", _SPECIAL.sub(" ", text))
+    text = " ".join(text.split()).strip().strip('"').strip()
+    sentences = _SENTENCE.split(text)
+    text = " ".join(sentences[:max_sentences])
+    if len(text) > max_chars:
+        cut = text[:max_chars]
+        text = cut[:cut.rfind(" ")].rstrip(",;:") + "…" if " " in cut else cut
+    return text
+
+
+class Explainer:
+    """Writes grounded interest-shift descriptions and item explanations.
+
+    Args:
+        catalog: item catalogue (titles, categories, grounding vocabulary).
+        client: LLM client; None writes template texts only (fast, deterministic).
+        index: item vectors for choosing supporting history items by similarity (optional).
+        config: settings.
+    """
+
+    def __init__(self, catalog: Catalog, client: LLMClient | None = None, index: VectorIndex | None = None,
+                 config: ExplainConfig | None = None) -> None:
+        self.catalog = catalog
+        self.client = client
+        self.index = index
+        self.config = config or ExplainConfig()
+        self.checker = GroundingChecker(catalog)
+
+    # ------------------------------------------------------------------ interest shift
+
+    def describe_shift(self, evolution: object) -> GroundedText:
+        """2–4 sentences on what the user moved from and towards, and when.
+
+        Args:
+            evolution: `retrieval.timeline.Evolution` of the user.
+        """
+        ev = shift_evidence(evolution, self.catalog)
+        return self.describe_shift_evidence(ev)
+
+    def describe_shift_evidence(self, ev: ShiftEvidence) -> GroundedText:
+        """`describe_shift` on already-built evidence."""
+        template = shift_template(ev, self.config)
+        if not ev.windows or self.client is None:
+            return GroundedText(text=template, source="template")
+        user = render("shift", evidence=ev.as_lines(), verb=self.config.verb)
+        return self._generate(to_messages(render("system"), user), ev.titles, ev.categories, (), template,
+                              self.config.shift_sentences)
+
+    # ------------------------------------------------------------------ item explanations
+
+    def supporting_items(self, history: Sequence[Event], item_id: str) -> tuple[str, ...]:
+        """History items to cite for one recommended item (see `agent.evidence.item_evidence`)."""
+        return item_evidence(history, item_id, self.catalog, self.index, self.config.supporting).supporting
+
+    def explain(self, history: Sequence[Event], item_ids: Sequence[str],
+                progress: Callable[[int], None] | None = None) -> list[Explanation]:
+        """One grounded explanation per recommended item, same order.
+
+        Args:
+            history: the user's events, oldest first.
+            item_ids: recommended items.
+            progress: called with the number of items done (for progress bars).
+        """
+        out = []
+        for n, item_id in enumerate(item_ids, 1):
+            ev = item_evidence(history, item_id, self.catalog, self.index, self.config.supporting)
+            out.append(self.explain_evidence(ev))
+            if progress is not None:
+                progress(n)
+        return out
+
+    def explain_evidence(self, ev: ItemEvidence) -> Explanation:
+        """The explanation of one item from its evidence."""
+        item = self.catalog[ev.item_id]
+        template = item_template(ev, self.catalog, self.config)
+        if not ev.supporting or self.client is None:
+            return Explanation(item_id=item.id, title=item.title, evidence=ev.supporting,
+                               text=GroundedText(text=template, source="template"))
+        user = render("explain", item=ev.item_line, evidence=ev.as_lines())
+        cite = tuple(self.catalog[i].title for i in ev.supporting) if self.config.require_citation else ()
+        text = self._generate(to_messages(render("system"), user), ev.titles, ev.categories, cite, template,
+                              self.config.item_sentences)
+        return Explanation(item_id=item.id, title=item.title, evidence=ev.supporting, text=text)
+
+    # ------------------------------------------------------------------ the shared loop
+
+    def _generate(self, messages: list[BaseMessage], titles: Sequence[str], categories: Sequence[str],
+                  must_cite: Sequence[str], template: str, max_sentences: int) -> GroundedText:
+        start = time.perf_counter()
+        if self.client is None:
+            return GroundedText(text=template, source="template", latency_s=time.perf_counter() - start)
+        errors: list[str] = []
+        first: int | None = None
+        attempts = 0
+        for attempt in range(self.config.max_attempts):
+            attempts += 1
+            try:
+                reply = self.client.chat(messages, max_tokens=self.config.max_tokens)
+            except LLMError as exc:
+                # A failing backend will fail again: no re-ask, go straight to the template.
+                errors.append(f"backend: {exc}")
+                break
+            text = clean_text(reply.text, max_sentences)
+            problem = self._problem(text, titles, categories, must_cite)
+            if first is None:
+                first = len(self.checker.check(text, titles, categories).ungrounded) if text else 0
+            if problem is None:
+                return GroundedText(text=text, source="llm" if attempt == 0 else "regenerated", attempts=attempts,
+                                    ungrounded_first=first, errors=tuple(errors),
+                                    latency_s=time.perf_counter() - start)
+            errors.append(problem)
+            messages = [*messages, AIMessage(text or "(empty)"), HumanMessage(
+                f"That answer was rejected: {problem}. Write it again using only the titles and "
+                f"categories listed in the evidence, and nothing else.")]
+        final = len(self.checker.check(template, titles, categories).ungrounded)
+        return GroundedText(text=template, source="template", attempts=attempts, ungrounded_first=first or 0,
+                            ungrounded_final=final, errors=tuple(errors), latency_s=time.perf_counter() - start)
+
+    def _problem(self, text: str, titles: Sequence[str], categories: Sequence[str],
+                 must_cite: Sequence[str]) -> str | None:
+        """Why a generated text is rejected, or None when it is acceptable."""
+        if len(text.split()) < 4:
+            return "the answer is empty or too short"
+        report = self.checker.check(text, titles, categories)
+        if report.ungrounded:
+            return "it mentions " + ", ".join(repr(m) for m in report.ungrounded[:5]) + ", which the evidence does not contain"
+        if must_cite and not set(report.titles) & set(must_cite):
+            return "it cites none of the history titles " + ", ".join(repr(t) for t in must_cite)
+        return None
+
+
+# ---------------------------------------------------------------------- templates
+
+
+def shift_template(ev: ShiftEvidence, config: ExplainConfig) -> str:
+    """Plain sentences built only from the evidence; used when no LLM answer passes the check."""
+    verb = config.verb
+    if not ev.windows:
+        return "There is no history for this user yet, so there is no interest shift to describe."
+    recent = ev.recent
+    if ev.shift_at is None or ev.earlier is None:
+        first = ev.windows[0].start
+        cats = join_words(recent.categories) or "a mix of"
+        text = (f"Your interests have been steady since {first:%B %Y}: you mostly {verb} {cats} titles."
+                if len(ev.windows) > 1 else
+                f"Between {_day(recent.start)} and {_day(recent.end)} you mostly {verb} {cats} titles.")
+        if recent.titles:
+            text += f" Recent examples are {join_words([display_title(t) for t in recent.titles])}."
+        return text
+    earlier = ev.earlier
+    sentences = [f"Until {_day(ev.shift_at)} you mostly {verb} {join_words(earlier.categories) or 'other'} titles"
+                 + (f", such as {join_words([display_title(t) for t in earlier.titles])}." if earlier.titles else ".")]
+    towards = ev.to_categories or recent.categories
+    sentences.append(f"Since then you have moved towards {join_words(towards)}"
+                     + (f", for example {join_words([display_title(t) for t in recent.titles])}." if recent.titles else "."))
+    if ev.from_categories:
+        sentences.append(f"You now choose fewer {join_words(ev.from_categories)} titles than before.")
+    steady = [c for c in ev.long_term if c not in ev.from_categories]
+    if steady:
+        sentences.append(f"{join_words(steady)} stayed with you throughout.")
+    return " ".join(sentences[:config.shift_sentences])
+
+
+def item_template(ev: ItemEvidence, catalog: Catalog, config: ExplainConfig) -> str:
+    """One sentence citing up to two supporting history items and the categories they share with the item."""
+    item = catalog[ev.item_id]
+    title = display_title(item.title)
+    if not ev.supporting:
+        return f"{title} is popular with users like you; your history has nothing close to it yet."
+    sharing = [i for i in ev.supporting if set(catalog[i].categories) & set(item.categories)]
+    cited = (sharing or list(ev.supporting))[:2]
+    ratings = [ev.ratings.get(i) for i in cited]
+    if all(r is not None for r in ratings):
+        head = "You rated " + join_words([f"{display_title(catalog[i].title)} {_rating(r)}"
+                                          for i, r in zip(cited, ratings, strict=True)])
+    else:
+        head = f"You {config.verb} " + join_words([display_title(catalog[i].title) for i in cited])
+    shared = [c for c in item.categories if any(c in catalog[i].categories for i in cited)]
+    if shared:
+        cats = join_words(shared)
+        article = "an" if cats[:1].lower() in "aeiou" else "a"
+        return f"{head}; {title} is also {article} {cats} title."
+    return f"{head}, and {title} is close to them in content."
+
+
+def _rating(rating: float | None) -> str:
+    return f"{rating:g}/5" if rating is not None and rating <= 5 else f"{rating:g}"
+
+
+def _day(when: datetime) -> str:
+    return f"{when.day} {when:%B %Y}"

