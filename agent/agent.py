@@ -8,6 +8,8 @@ the user's message can at most change which of the fixed intents runs.
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from agent.explain import ExplainConfig, Explainer
+from agent.grounding import display_title, title_aliases
 from agent.intent import Route, route
 from agent.llm import LLMClient
 from agent.types import ChatReply, ChatSession, Explanation, GroundedText, Recommendation
@@ -24,6 +27,10 @@ from retrieval.index import VectorIndex
 from retrieval.retrieve import Candidate, CandidateGenerator
 
 Flags = dict[str, str | int | float | bool]
+_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
+             "eighth": 8, "ninth": 9, "tenth": 10}
+_ORDINAL = re.compile(r"^(?:the\s+)?(?:(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth)"
+                      r"(?:\s+one)?|(?:number|no\.?|#)\s*(\d+))$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,8 @@ class RecommenderAgent:
         self.config = config or AgentConfig()
         self._evolutions: dict[str, Any] = {}
         self._shifts: dict[str, GroundedText] = {}
+        self._aliases: dict[str, list[str]] | None = None
+        self._popularity: Counter[str] | None = None
 
     # ------------------------------------------------------------------ recommend
 
@@ -152,7 +161,7 @@ class RecommenderAgent:
         if session.user != user_id:
             raise ConfigError(f"session belongs to user {session.user!r}, not {user_id!r}")
         r = route(self.client, message, self.config.routing)
-        flags: Flags = {"route": r.method, "route_fallback": r.fallback}
+        flags: Flags = {"route": r.method, "route_fallback": r.fallback, "route_overridden": r.overridden}
         if r.error:
             flags["route_error"] = r.error
         handler = {"recommend": self._chat_recommend, "more_like": self._chat_more_like,
@@ -167,7 +176,7 @@ class RecommenderAgent:
         lines = [intro]
         for n, (item_id, title) in enumerate(zip(rec.items, rec.titles, strict=True), 1):
             exp = rec.explanation(item_id)
-            lines.append(f"{n}. {title}" + (f" — {exp.text.text}" if exp else ""))
+            lines.append(f"{n}. {display_title(title)}" + (f" — {exp.text.text}" if exp else ""))
         return "\n".join(lines)
 
     def _chat_recommend(self, user_id: str, history: Sequence[Event], r: Route, session: ChatSession,
@@ -181,7 +190,11 @@ class RecommenderAgent:
         return ChatReply(text=self._listing(intro, rec), intent="recommend", recommendations=rec, flags=flags)
 
     def resolve_title(self, text: str | None, among: Sequence[str] | None = None) -> Item | None:
-        """The catalogue item a user's title text means (exact, then partial, then shorter prefixes).
+        """The catalogue item a user's title text means, or None (never a guess from a fragment).
+
+        Tries, case-insensitively: the whole text as a title or alias ("the godfather", "heat (1995)"),
+        then shorter leading parts ("toy story please" → "toy story"), then titles containing the whole
+        text as words (≥ 2 words or ≥ 5 letters); several hits → the most popular.
 
         Args:
             text: title as the user wrote it.
@@ -189,18 +202,33 @@ class RecommenderAgent:
         """
         if not text:
             return None
-        words = text.split()
+        allowed = set(among) if among is not None else None
+        aliases = self._title_aliases()
+        words = text.lower().split()
         for n in range(len(words), 0, -1):
-            query = " ".join(words[:n])
-            if n < len(words) and len(query) < 4:
-                break
-            hits = self.catalog.find_title(query)
-            if among is not None:
-                allowed = set(among)
-                hits = [h for h in hits if h.id in allowed]
+            hits = [i for i in aliases.get(" ".join(words[:n]), ()) if allowed is None or i in allowed]
             if hits:
-                return hits[0]
-        return None
+                return self.catalog[self._most_popular(hits)]
+        query = " ".join(words)
+        if len(words) < 2 and len(query) < 5:
+            return None
+        pattern = re.compile(rf"(?<!\w){re.escape(query)}(?!\w)")
+        ids = allowed if allowed is not None else self.catalog.ids
+        hits = [i for i in ids if pattern.search(self.catalog[i].title.lower())]
+        return self.catalog[self._most_popular(hits)] if hits else None
+
+    def _title_aliases(self) -> dict[str, list[str]]:
+        if self._aliases is None:
+            self._aliases = {}
+            for item in self.catalog:
+                for alias in title_aliases(item.title):
+                    self._aliases.setdefault(alias.lower(), []).append(item.id)
+        return self._aliases
+
+    def _most_popular(self, ids: Sequence[str]) -> str:
+        if self._popularity is None:
+            self._popularity = self.dataset.item_popularity()
+        return max(ids, key=lambda i: self._popularity.get(i, 0))  # type: ignore[union-attr]
 
     def _unknown(self, intent: str, title: str | None, flags: Flags) -> ChatReply:
         flags["unknown_title"] = True
@@ -217,7 +245,8 @@ class RecommenderAgent:
             return self._unknown("more_like", r.title, flags)
         if self.index is None or anchor.id not in self.index:
             flags["no_index"] = True
-            return ChatReply(text=f"I found {anchor.title}, but I have no item vectors to find similar titles.",
+            return ChatReply(text=f"I found {display_title(anchor.title)}, but I have no item vectors to find "
+                                  "similar titles.",
                              intent="more_like", flags=flags)
         skip = {ev.item for ev in history} | set(session.shown) | {anchor.id}
         k = self.config.chat_k
@@ -225,7 +254,8 @@ class RecommenderAgent:
         flags["anchor"] = anchor.id
         rec = self._package(user_id, history, picks, True, flags)
         session.remember(rec)
-        return ChatReply(text=self._listing(f"Titles close to {anchor.title} that you have not seen:", rec),
+        intro = f"Titles close to {display_title(anchor.title)} that you have not seen:"
+        return ChatReply(text=self._listing(intro, rec),
                          intent="more_like", recommendations=rec, flags=flags)
 
     def recent_categories(self, history: Sequence[Event], n: int = 2) -> tuple[str, ...]:
@@ -267,18 +297,28 @@ class RecommenderAgent:
                                  flags=flags)
             titles = ", ".join(self.catalog[i].title for i in session.shown[-5:])
             return ChatReply(text=f"Which title do you mean? I suggested: {titles}.", intent="why", flags=flags)
-        shown = self.resolve_title(r.title, among=session.shown)
+        shown = self._ordinal(r.title, session) or self.resolve_title(r.title, among=session.shown)
         if shown is None:
             item = self.resolve_title(r.title)
             if item is None:
                 return self._unknown("why", r.title, flags)
             flags["not_suggested"] = True
-            return ChatReply(text=f"I did not suggest {item.title} in this conversation.", intent="why", flags=flags)
+            return ChatReply(text=f"I did not suggest {display_title(item.title)} in this conversation.",
+                             intent="why", flags=flags)
         exp = session.explanations.get(shown.id)
         if exp is None:
             exp = self.explainer.explain(history, [shown.id])[0]
             session.explanations[shown.id] = exp
-        return ChatReply(text=f"I suggested {shown.title} because: {exp.text.text}", intent="why", flags=flags)
+        return ChatReply(text=f"I suggested {display_title(shown.title)} because: {exp.text.text}", intent="why",
+                         flags=flags)
+
+    def _ordinal(self, text: str, session: ChatSession) -> Item | None:
+        """ "the first one", "number 2", "#3": a position in the latest list shown."""
+        m = _ORDINAL.search(text)
+        if not m or not session.last:
+            return None
+        pos = _ORDINALS[m.group(1).lower()] if m.group(1) else int(m.group(2))
+        return self.catalog[session.last[pos - 1]] if 1 <= pos <= len(session.last) else None
 
     def _chat_recent(self, user_id: str, history: Sequence[Event], r: Route, session: ChatSession,
                      flags: Flags) -> ChatReply:

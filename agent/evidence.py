@@ -125,7 +125,7 @@ def shift_evidence(evolution: Any, catalog: Catalog, examples: int = 3) -> Shift
     """
     windows = tuple(evolution.windows)
     forecast = tuple(sorted(evolution.forecast, key=lambda c: -evolution.forecast[c])[:3])
-    common = dict(long_term=tuple(evolution.long_term)[:3], short_term=tuple(evolution.short_term)[:3],
+    common: dict[str, Any] = dict(long_term=tuple(evolution.long_term)[:3], short_term=tuple(evolution.short_term)[:3],
                   forecast=forecast, n_shifts=len(evolution.shifts))
     if not windows:
         return ShiftEvidence(windows=(), recent=_empty_period())
@@ -189,7 +189,7 @@ def item_evidence(history: Sequence[Event], item_id: str, catalog: Catalog, inde
     recent = [ev for ev in history[-RECENT_EVENTS:] if ev.item != item_id]
     latest: dict[str, Event] = {ev.item: ev for ev in recent}
     candidates = list(latest)
-    liked = [i for i in candidates if latest[i].rating is None or latest[i].rating >= LIKED_RATING]
+    liked = [i for i in candidates if _liked(latest[i])]
     pool = liked if len(liked) >= n else candidates
     sims = similarity(index, item_id, pool)
     cats = set(item.categories)
@@ -202,10 +202,15 @@ def item_evidence(history: Sequence[Event], item_id: str, catalog: Catalog, inde
         f"{latest[i].timestamp:%Y-%m-%d}" + (f", rated {latest[i].rating:g}" if latest[i].rating is not None else "")
         for i in chosen)
     ev_cats = tuple(dict.fromkeys([*item.categories, *(c for i in chosen for c in catalog[i].categories)]))
+    item_line = f"{quote(item.title, 120)} ({', '.join(item.categories) or 'no categories'})"
     return ItemEvidence(item_id=item_id, supporting=chosen, dates={i: latest[i].timestamp for i in chosen},
                         ratings={i: latest[i].rating for i in chosen}, shared_categories=shared,
-                        item_line=data_block("recommended_item", [f"{quote(item.title)} ({', '.join(item.categories) or 'no categories'})"]),
+                        item_line=data_block("recommended_item", [item_line]),
                         titles=(item.title, *(catalog[i].title for i in chosen)), categories=ev_cats, lines=lines)
+
+
+def _liked(event: Event) -> bool:
+    return event.rating is None or event.rating >= LIKED_RATING
 
 
 def similarity(index: VectorIndex | None, item_id: str, others: Sequence[str]) -> np.ndarray:

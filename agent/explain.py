@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
@@ -27,6 +27,7 @@ from retrieval.index import VectorIndex
 
 _SPECIAL = re.compile(r"<\|[^|>]*\|>|</?s>|\[/?INST\]")
 _LABEL = re.compile(r"^\s*(?:explanation|answer|description|summary|assistant)\s*:\s*", re.IGNORECASE)
+_DATA_BLOCK = re.compile(r"<data name=[^>]*>.*?</data>", re.DOTALL)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“])")
 
 
@@ -149,6 +150,7 @@ class Explainer:
         if self.client is None:
             return GroundedText(text=template, source="template", latency_s=time.perf_counter() - start)
         errors: list[str] = []
+        prompt = "\n".join(str(m.content) for m in messages)
         first: int | None = None
         attempts = 0
         for attempt in range(self.config.max_attempts):
@@ -160,9 +162,9 @@ class Explainer:
                 errors.append(f"backend: {exc}")
                 break
             text = clean_text(reply.text, max_sentences)
-            problem = self._problem(text, titles, categories, must_cite)
+            problem = self._problem(text, titles, categories, must_cite, prompt)
             if first is None:
-                first = len(self.checker.check(text, titles, categories).ungrounded) if text else 0
+                first = len(self.checker.check(text, titles, categories, prompt).ungrounded) if text else 0
             if problem is None:
                 return GroundedText(text=text, source="llm" if attempt == 0 else "regenerated", attempts=attempts,
                                     ungrounded_first=first, errors=tuple(errors),
@@ -171,18 +173,21 @@ class Explainer:
             messages = [*messages, AIMessage(text or "(empty)"), HumanMessage(
                 f"That answer was rejected: {problem}. Write it again using only the titles and "
                 f"categories listed in the evidence, and nothing else.")]
-        final = len(self.checker.check(template, titles, categories).ungrounded)
+        final = len(self.checker.check(template, titles, categories, prompt).ungrounded)
         return GroundedText(text=template, source="template", attempts=attempts, ungrounded_first=first or 0,
                             ungrounded_final=final, errors=tuple(errors), latency_s=time.perf_counter() - start)
 
     def _problem(self, text: str, titles: Sequence[str], categories: Sequence[str],
-                 must_cite: Sequence[str]) -> str | None:
+                 must_cite: Sequence[str], prompt: str = "") -> str | None:
         """Why a generated text is rejected, or None when it is acceptable."""
         if len(text.split()) < 4:
             return "the answer is empty or too short"
-        report = self.checker.check(text, titles, categories)
+        if echo := _echoed(text, prompt):
+            return f"it repeats the instructions ({echo!r}) instead of answering"
+        report = self.checker.check(text, titles, categories, prompt)
         if report.ungrounded:
-            return "it mentions " + ", ".join(repr(m) for m in report.ungrounded[:5]) + ", which the evidence does not contain"
+            listed = ", ".join(repr(m) for m in report.ungrounded[:5])
+            return f"it mentions {listed}, which the evidence does not contain"
         if must_cite and not set(report.titles) & set(must_cite):
             return "it cites none of the history titles " + ", ".join(repr(t) for t in must_cite)
         return None
@@ -204,14 +209,14 @@ def shift_template(ev: ShiftEvidence, config: ExplainConfig) -> str:
                 if len(ev.windows) > 1 else
                 f"Between {_day(recent.start)} and {_day(recent.end)} you mostly {verb} {cats} titles.")
         if recent.titles:
-            text += f" Recent examples are {join_words([display_title(t) for t in recent.titles])}."
+            text += f" Recent examples are {_titles(recent.titles)}."
         return text
     earlier = ev.earlier
     sentences = [f"Until {_day(ev.shift_at)} you mostly {verb} {join_words(earlier.categories) or 'other'} titles"
-                 + (f", such as {join_words([display_title(t) for t in earlier.titles])}." if earlier.titles else ".")]
+                 + (f", such as {_titles(earlier.titles)}." if earlier.titles else ".")]
     towards = ev.to_categories or recent.categories
     sentences.append(f"Since then you have moved towards {join_words(towards)}"
-                     + (f", for example {join_words([display_title(t) for t in recent.titles])}." if recent.titles else "."))
+                     + (f", for example {_titles(recent.titles)}." if recent.titles else "."))
     if ev.from_categories:
         sentences.append(f"You now choose fewer {join_words(ev.from_categories)} titles than before.")
     steady = [c for c in ev.long_term if c not in ev.from_categories]
@@ -248,3 +253,19 @@ def _rating(rating: float | None) -> str:
 
 def _day(when: datetime) -> str:
     return f"{when.day} {when:%B %Y}"
+
+
+def _titles(titles: Sequence[str]) -> str:
+    return join_words([display_title(t) for t in titles])
+
+
+def _echoed(text: str, prompt: str, n: int = 6) -> str | None:
+    """An n-word run of the prompt's instruction lines found in the answer (a small model echoing it)."""
+    words = _DATA_BLOCK.sub(" ", prompt).lower().split()
+    runs = {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
+    answer = text.lower().split()
+    for i in range(len(answer) - n + 1):
+        run = " ".join(answer[i:i + n])
+        if run in runs:
+            return run
+    return None

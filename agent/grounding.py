@@ -142,14 +142,18 @@ class GroundingChecker:
                 quoted.append(phrase)
         return titles, categories, quoted
 
-    def check(self, text: str, evidence_titles: Iterable[str], evidence_categories: Iterable[str]) -> GroundingReport:
+    def check(self, text: str, evidence_titles: Iterable[str], evidence_categories: Iterable[str],
+              evidence_text: str = "") -> GroundingReport:
         """Check every mention against the evidence.
 
         Args:
             text: generated text.
             evidence_titles: catalogue titles the generator was given.
             evidence_categories: category names the generator was given.
+            evidence_text: the evidence as shown to the generator; a quoted phrase copied from it
+                (a label such as "Rising lately") is not a title claim.
         """
+        context = evidence_text.lower()
         ev_titles = set(evidence_titles)
         ev_aliases = {a for t in ev_titles for a in title_aliases(t)}
         ev_cats = {c.lower() for c in evidence_categories}
@@ -168,7 +172,8 @@ class GroundingChecker:
             low = phrase.lower()
             # A quoted evidence category or a quoted part of an evidence title is fine; anything else
             # quoted reads as a title claim the evidence does not support.
-            if low in ev_cats or low in self._category_of_alias or any(phrase in a for a in ev_aliases):
+            if (low in ev_cats or low in self._category_of_alias or any(phrase in a for a in ev_aliases)
+                    or (context and low in context)):
                 continue
             found_titles.append(phrase)
             ungrounded.append(phrase)

@@ -32,6 +32,7 @@ _DESCRIPTIONS = {
     "help": "anything else",
 }
 _TITLE_INTENTS = ("more_like", "why")
+_SPECIFIC = ("more_like", "why", "different", "recent_interests")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Route:
         method: how the intent was decided.
         fallback: True when an LLM route failed and keywords decided instead.
         error: why the LLM route failed (None when it did not).
+        overridden: True when a specific keyword pattern overruled the LLM's intent (mode "auto").
     """
 
     intent: Intent
@@ -51,6 +53,7 @@ class Route:
     method: RouteMethod = "keywords"
     fallback: bool = False
     error: str | None = None
+    overridden: bool = False
 
 
 class IntentReply(BaseModel):
@@ -64,6 +67,7 @@ class IntentReply(BaseModel):
 
 # ---------------------------------------------------------------------- keywords (deterministic)
 
+_LEADING_QUOTE = re.compile(r"^[\"“«']([^\"“”«»]{1,200}?)[\"”»']")
 _CLEAN_TITLE = re.compile(r"^[\s\"'“”‘’«]+|[\s\"'“”‘’»?!.,;:]+$")
 _WHY = re.compile(r"\bwhy\b.*?\b(?:suggest|recommend|pick|show|choose|chose)(?:ed|en)?\b\s*(?:me\s+)?(?P<title>.*)",
                   re.IGNORECASE | re.DOTALL)
@@ -82,7 +86,10 @@ _MORE_LIKE_HEAD = re.compile(r"\b(?:more|something|anything|films?|movies?|items
 
 def clean_title(text: str) -> str:
     """Strip quotes, trailing punctuation and polite words around a title the user typed."""
-    text = re.sub(r"\s+(?:please|pls|thanks|thank you)\W*$", "", text.strip(), flags=re.IGNORECASE)
+    text = text.strip()
+    if quoted := _LEADING_QUOTE.match(text):
+        return quoted[1].strip()[:200]
+    text = re.sub(r"\s+(?:please|pls|thanks|thank you)\W*$", "", text, flags=re.IGNORECASE)
     return _CLEAN_TITLE.sub("", text)[:200]
 
 
@@ -191,13 +198,19 @@ def route(client: LLMClient | None, message: str, mode: str = "auto") -> Route:
     Args:
         client: LLM client, or None for keywords only.
         message: the user's message (untrusted).
-        mode: "auto" (tools when the backend supports them, else LLM routing), "tools", "llm" or "keywords".
+        mode: "auto" (tools when the backend supports them, else LLM routing checked by the specific
+            keyword patterns), "tools", "llm" (LLM alone) or "keywords".
     """
+    keywords = keyword_route(message)
     if client is None or mode == "keywords":
-        return keyword_route(message)
+        return keywords
     use_tools = mode == "tools" or (mode == "auto" and client.capabilities.tools)
     try:
-        return tool_route(client, message) if use_tools else llm_route(client, message)
+        routed = tool_route(client, message) if use_tools else llm_route(client, message)
     except (LLMError, ValueError) as exc:
-        fallback = keyword_route(message)
-        return Route(fallback.intent, fallback.title, "keywords", fallback=True, error=str(exc)[:300])
+        return Route(keywords.intent, keywords.title, "keywords", fallback=True, error=str(exc)[:300])
+    # Small embedded models misroute plain requests (measured, docs/llm.md); a specific pattern
+    # ("why did you suggest", "more like", "lately", "different") is high-precision, so it wins.
+    if mode == "auto" and not use_tools and keywords.intent in _SPECIFIC and keywords.intent != routed.intent:
+        return Route(keywords.intent, keywords.title, "keywords", overridden=True)
+    return routed

@@ -360,7 +360,9 @@ class EmbeddedChatModel(BaseChatModel):
             keep += 1
         llm.n_tokens = keep
         llm.eval(tokens[keep:])
-        logits = np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float64)
+        # Without logits_all, llama.cpp keeps logits for the last token of the last batch only:
+        # exactly the next-token distribution, at no cost for the other prompt positions.
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
         logits = logits - logits.max()
         logp = logits - math.log(float(np.exp(logits).sum()))
         best = np.argsort(-logp)[:top]
@@ -404,6 +406,20 @@ def _chat_openai_class() -> type:
 _SERVER_CLASSES: dict[str, type] = {}
 
 
+def _max_tokens_payload(base: type) -> Callable[..., dict[str, Any]]:
+    """`base._get_request_payload` with `max_completion_tokens` sent as `max_tokens`.
+
+    langchain-openai renames max_tokens for OpenAI's API; llama.cpp's server reads only max_tokens
+    (a 1-token logprob call would otherwise generate up to its default); vLLM reads both.
+    """
+    def payload(self: Any, input_: Any, *, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+        out: dict[str, Any] = base._get_request_payload(self, input_, stop=stop, **kwargs)
+        if "max_completion_tokens" in out:
+            out["max_tokens"] = out.pop("max_completion_tokens")
+        return out
+    return payload
+
+
 def server_chat_class(kind: str) -> type:
     """`ChatOpenAI` subclass with the capabilities of a server kind: "vllm", "llamacpp-server", "openai".
 
@@ -419,7 +435,7 @@ def server_chat_class(kind: str) -> type:
             "openai": {},
         }[kind]
         attrs: dict[str, Any] = {"__annotations__": {k: ClassVar[bool] for k in caps}, **caps,
-                                 "__module__": __name__}
+                                 "__module__": __name__, "_get_request_payload": _max_tokens_payload(base)}
         name = "".join(p.capitalize() for p in kind.replace("-", " ").split()) + "ChatModel"
         _SERVER_CLASSES[kind] = type(name, (base,), attrs)
     return _SERVER_CLASSES[kind]

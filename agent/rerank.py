@@ -272,6 +272,8 @@ def parse_ranking(text: str, labels: Sequence[str], counters: _Counters) -> list
         raise InvalidOutput("empty reply")
     match = _OBJECT.search(text)
     if match is None:
+        if "{" in text:
+            raise InvalidOutput("invalid JSON (truncated: no closing '}')")
         raise InvalidOutput(f"no JSON object in the reply: {text[:60]!r}")
     try:
         data = json.loads(match.group(0))
@@ -296,6 +298,8 @@ def parse_ranking(text: str, labels: Sequence[str], counters: _Counters) -> list
 
 
 def _standardise(x: np.ndarray) -> np.ndarray:
+    if x.size < 2:
+        return np.zeros_like(x, dtype=np.float64)
     std = float(x.std())
     return (x - x.mean()) / std if std > 1e-12 else np.zeros_like(x)
 

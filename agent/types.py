@@ -130,17 +130,20 @@ class ChatSession:
     Attributes:
         user: the user the session belongs to (a session is never reused across users).
         shown: item ids already shown, oldest first ("more" excludes them).
+        last: the latest list shown ("why the second one?").
         explanations: item id → explanation for shown items ("why did you suggest X").
         turns: (role, text) pairs, user messages stored verbatim as data.
     """
 
     user: str
     shown: list[str] = field(default_factory=list)
+    last: list[str] = field(default_factory=list)
     explanations: dict[str, Explanation] = field(default_factory=dict)
     turns: list[tuple[str, str]] = field(default_factory=list)
 
     def remember(self, rec: Recommendation) -> None:
         """Record a shown list."""
+        self.last = list(rec.items)
         for item in rec.items:
             if item not in self.shown:
                 self.shown.append(item)

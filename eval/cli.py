@@ -37,6 +37,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
+    from eval.commands.chat import llm_args
+
     parser = argparse.ArgumentParser(prog="driftrec", description="Recommendations that follow how interests drift.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -50,12 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, help="number of items (default 10)")
     p.add_argument("--index", type=Path, default=None, help="saved index directory (default: build in memory)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--explain", action="store_true",
+                   help="rerank with the LLM, explain each item and describe the interest shift")
+    llm_args(p)
 
     p = sub.add_parser("demo", help="load a dataset, build the index, recommend for a user, print the list")
     _data_args(p)
     p.add_argument("--user", default=None, help="user id (default: the first user in the data)")
-    p.add_argument("-k", type=int, default=10, help="number of items (default 10)")
+    p.add_argument("-k", type=int, default=5, help="number of items (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    llm_args(p)
+    p.set_defaults(explain=True)
     for mod in _command_modules():
         mod.register(sub)
     return parser
@@ -113,6 +120,8 @@ def _recommend(args: argparse.Namespace, user: str | None) -> int:
     user = user or dataset.users[0]
     history = dataset.history(user)
     index = _index(args, dataset)
+    if args.explain:
+        return _explained(args, dataset, index, user)
     candidates = InterestRetriever(index, dataset.histories).generate(user, args.k)
     if args.json:
         print(json.dumps({"user": user, "items": [
@@ -127,6 +136,21 @@ def _recommend(args: argparse.Namespace, user: str | None) -> int:
     for rank, c in enumerate(candidates, 1):
         item = dataset.catalog[c.item_id]
         print(f"  {rank:2d}. {item.title}  [{', '.join(item.categories)}]  score={c.score:.3f} via {c.source}")
+    return 0
+
+
+def _explained(args: argparse.Namespace, dataset, index, user: str) -> int:  # type: ignore[no-untyped-def]
+    from eval.commands.chat import build_agent, print_recommendation
+
+    rec = build_agent(args, dataset, index).recommend(user, args.k, explain=True)
+    if args.json:
+        print(json.dumps(rec.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        return 0
+    print(f"{dataset!r}\nuser {user}: {len(dataset.history(user))} events; most recent:")
+    for ev in dataset.history(user)[-5:]:
+        item = dataset.catalog[ev.item]
+        print(f"  {ev.timestamp:%Y-%m-%d}  {item.title}  [{', '.join(item.categories)}]")
+    print_recommendation(rec, repr(index))
     return 0
 
 

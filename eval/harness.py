@@ -14,7 +14,9 @@ Usage (engineers plugging in a model)
            # optional: score_candidates(inputs, candidates) for models that only score candidates
            #   (candidates[u] is a RankedCandidates: a tuple of item ids; under `rerank` it is best-first
            #   and carries .scores = the retriever's scores, .source = its name);
-           # optional: tune(validation: ValidationData) — called after fit, before the test stage;
+           # optional: tune(validation: ValidationData) — called after fit, before the test stage,
+           #   with the validation targets and the same protocol's candidates; score a setting with
+           #   eval.harness.validation_metric(self, validation, "ndcg@10") (ItemKNNModel.tune does this);
            # optional: diagnostics() -> dict[str, float] (LLM rows: invalid/fallback/hallucinated rates, ...).
 
    A factory parameter named `seed` receives the run's seed, `progress` whether bars are on, and
@@ -37,8 +39,8 @@ Usage (engineers plugging in a model)
 
        driftrec eval --dataset ml-100k --protocol full --models random,popularity,itemknn,interest --out runs/full
        driftrec eval --dataset games --protocol llmrank --models popularity,sasrec --users 6000 --seed 0 --out runs/g
-       driftrec eval --dataset ml-100k --protocol rerank --retriever interest -k 20 --models itemknn,llmrerank \
-           --model-arg llmrerank.backend=llamacpp --out runs/rr
+       driftrec eval --dataset ml-100k --protocol rerank --retriever interest -k 20 --models interest,llm-rerank \
+           --model-arg llm-rerank.backend=embedded --users 200 --out runs/rr     # add --resume after a crash
 
 Leakage by construction: `fit` gets `TrainData` whose histories are read-only and hold training
 events only (checked: each is a prefix of the user's stage input); `score_*` get the events before
@@ -49,8 +51,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,9 +60,19 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from eval.metrics import KS, PairedComparison, Ties, bootstrap_ci, paired_comparison, per_user_metrics, rank_candidates, rank_full
+from eval.metrics import (
+    KS,
+    PairedComparison,
+    Ties,
+    bootstrap_ci,
+    paired_comparison,
+    per_user_metrics,
+    rank_candidates,
+    rank_full,
+)
 from eval.models import RankedCandidates, Recommender, TrainData, ValidationData, make_model, model_factory
 from eval.protocols import ProtocolContext, make_protocol, seen_mask, top_columns
+from eval.resume import RankStore
 from eval.splits import Split, Stage, leave_one_out
 from retrieval.data import Dataset
 from retrieval.errors import ConfigError, DriftrecError
@@ -218,9 +228,10 @@ def evaluate(dataset: Dataset, models: Sequence[str | Recommender], config: Eval
     val_cands = protocol.candidates(validation, context) if wants_tune and len(validation) else None
 
     results: dict[str, ModelResult] = {}
+    store = RankStore(config.resume_dir) if config.resume_dir is not None else None
     for model in instances:
         key = _fingerprint(dataset, test, config, model, models)
-        saved = _load_saved(config.resume_dir, model.name, key) if config.resume else None
+        saved = store.load(model.name, key) if store is not None and config.resume else None
         if saved is not None:
             results[model.name] = _summarise(model, *saved, len(item_ids), config)
             continue
@@ -238,7 +249,8 @@ def evaluate(dataset: Dataset, models: Sequence[str | Recommender], config: Eval
         ranks, tops = _score(model, test, test_cands, item_ids, config)
         timings["score_s"] = time.perf_counter() - t0
         diagnostics = dict(model.diagnostics())
-        _save(config.resume_dir, model.name, key, ranks, tops, diagnostics, timings)
+        if store is not None:
+            store.save(model.name, key, ranks, tops, diagnostics, timings)
         results[model.name] = _summarise(model, ranks, tops, diagnostics, timings, len(item_ids), config)
 
     ceiling = None
@@ -255,6 +267,38 @@ def evaluate(dataset: Dataset, models: Sequence[str | Recommender], config: Eval
               "users_available": len(split.test), "train_only_users": split.train_only_users,
               "tuned": [m.name for m in instances if wants_tune and _overrides_tune(m)],
               "wall_s": time.perf_counter() - started})
+
+
+def validation_metric(model: Recommender, validation: ValidationData, metric: str = "ndcg@10",
+                      ties: Ties = "pessimistic", batch_size: int = 256) -> float:
+    """Mean `metric` of a fitted model on the validation stage, ranked exactly as the test stage is.
+
+    For `Recommender.tune` implementations: call it once per candidate setting and keep the best.
+
+    Args:
+        model: a fitted model.
+        validation: what `tune` received (candidates None = full ranking of unseen items).
+        metric: a `per_user_metrics` name at K in {1, 5, 10, 20}, e.g. "ndcg@10", "recall@20", or "mrr".
+        ties: tie policy (pessimistic, as in the default test run).
+        batch_size: users per model call.
+    """
+    col = model._columns()
+    ranks = []
+    for start in range(0, len(validation.users), batch_size):
+        inputs = validation.inputs[start:start + batch_size]
+        targets = validation.targets[start:start + batch_size]
+        if validation.candidates is None:
+            scores = np.asarray(model.score_batch(inputs), dtype=np.float64)
+            excluded = seen_mask(inputs, col, scores.shape[1])
+            ranks.append(rank_full(scores, np.array([col[t] for t in targets]), excluded, ties))
+        else:
+            part = validation.candidates[start:start + batch_size]
+            got = [np.asarray(s, dtype=np.float64) for s in model.score_candidates(inputs, part)]
+            pos = np.array([c.index(t) if t in c else -1 for c, t in zip(part, targets, strict=True)])
+            ranks.append(rank_candidates(got, pos, ties))
+    if not ranks:
+        return 0.0
+    return float(per_user_metrics(np.concatenate(ranks))[metric].mean())
 
 
 def check_no_leakage(train: Mapping[str, tuple], *stages: Stage) -> None:
@@ -348,31 +392,6 @@ def _fingerprint(dataset: Dataset, test: Stage, config: EvalConfig, model: Recom
              sorted(config.defaults.items()), model.name,
              sorted(config.model_kwargs.get(model.name, {}).items()) if named else repr(vars(model))]
     return hashlib.sha256(repr(facts).encode("utf-8")).hexdigest()[:16]
-
-
-def _saved_path(root: Path, name: str, key: str) -> Path:
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
-    return root / f"{safe}-{key}.json"
-
-
-def _load_saved(root: Path | None, name: str, key: str):  # type: ignore[no-untyped-def]
-    if root is None or not _saved_path(root, name, key).is_file():
-        return None
-    doc = json.loads(_saved_path(root, name, key).read_text(encoding="utf-8"))
-    ranks = np.array([math.inf if r is None else r for r in doc["ranks"]], dtype=np.float64)
-    return ranks, doc["tops"], doc["diagnostics"], {**doc["timings"], "resumed": 1.0}
-
-
-def _save(root: Path | None, name: str, key: str, ranks: np.ndarray, tops: list[list[str]],
-          diagnostics: dict[str, float], timings: dict[str, float]) -> None:
-    if root is None:
-        return
-    root.mkdir(parents=True, exist_ok=True)
-    doc = {"ranks": [None if math.isinf(r) else float(r) for r in ranks.tolist()], "tops": tops,
-           "diagnostics": diagnostics, "timings": timings}
-    tmp = _saved_path(root, name, key).with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc), encoding="utf-8")
-    tmp.replace(_saved_path(root, name, key))  # atomic: a killed run never leaves a half file
 
 
 def _summarise(model: Recommender, ranks: np.ndarray, tops: list[list[str]], diagnostics: dict[str, float],

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from eval.models import Recommender, TrainData, register
+from eval.models import Recommender, TrainData, ValidationData, register
 from retrieval.data import Event
 from retrieval.interests import InterestConfig
 from retrieval.knn import ItemKNN
@@ -61,14 +61,22 @@ class ItemKNNModel(Recommender):
     A popularity term scaled far below any similarity breaks ties and scores items that co-occur
     with nothing in the history (a back-off, not a second signal).
 
+    `tune` picks the recency half-life on the validation stage (NDCG@10) from `half_lives`; the
+    similarity does not depend on it, so tuning costs one scoring pass per value.
+
     Args:
         neighbours: similarities kept per item.
         alpha: asymmetric-cosine exponent (0.5 = cosine).
-        half_life: recency half-life of history items, in events (None = uniform).
+        half_life: recency half-life of history items, in events (None = uniform); the value used
+            when not tuned.
+        half_lives: grid for `tune` (empty = keep `half_life`).
     """
 
-    def __init__(self, neighbours: int | None = 100, alpha: float = 0.5, half_life: float | None = 20.0) -> None:
+    def __init__(self, neighbours: int | None = 50, alpha: float = 0.5, half_life: float | None = 2.0,
+                 half_lives: Sequence[float | None] = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0, None)) -> None:
         self.neighbours, self.alpha, self.half_life = neighbours, alpha, half_life
+        self.half_lives = tuple(half_lives)
+        self.validation_ndcg: dict[str, float] = {}
 
     def fit(self, train: TrainData) -> ItemKNNModel:
         self.train = train
@@ -79,6 +87,24 @@ class ItemKNNModel(Recommender):
 
     def score_batch(self, inputs: Sequence[Sequence[Event]]) -> np.ndarray:
         return self.knn.score_sequences(inputs) + self.backoff
+
+    def tune(self, validation: ValidationData) -> None:
+        from eval.harness import validation_metric
+
+        if not self.half_lives or not validation.users:
+            return
+        for value in self.half_lives:
+            self.knn.half_life = value
+            self.validation_ndcg[str(value)] = validation_metric(self, validation, "ndcg@10")
+        best = max(self.half_lives, key=lambda v: self.validation_ndcg[str(v)])  # first best on ties
+        self.knn.half_life = self.half_life = best
+
+    def diagnostics(self) -> dict[str, float]:
+        """The half-life in use (0 = uniform weights) and its validation NDCG@10 when tuned."""
+        out = {"half_life_events": float(self.half_life or 0.0)}
+        if self.validation_ndcg:
+            out["validation_ndcg@10"] = self.validation_ndcg[str(self.half_life)]
+        return out
 
 
 @register("interest")

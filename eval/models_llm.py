@@ -45,15 +45,17 @@ class LLMRerankModel(Recommender):
         embedder: passed to the base model.
         seed: seed of shuffled passes and sampling.
         chat_model: a LangChain chat model object to use instead of `backend` (tests, custom clients).
+        progress: show a progress bar per stage.
     """
 
+    name = "llm-rerank"
     uses_llm = True
 
     def __init__(self, backend: str = "embedded", model: str | None = None, base_url: str | None = None,
                  method: str = "auto", fusion_weight: float | None = None,
                  weights: str | Sequence[float] = DEFAULT_WEIGHTS, passes: int = 1, history_tokens: int = 700,
                  cache_dir: str = "runs/llm-cache", base: str = "interest", embedder: str = "sentence-transformers",
-                 seed: int = 0, chat_model: Any = None) -> None:
+                 seed: int = 0, chat_model: Any = None, progress: bool = False) -> None:
         grid = [float(w) for w in (weights.split(",") if isinstance(weights, str) else weights)]
         if not grid or any(not 0.0 <= w <= 1.0 for w in grid):
             raise ConfigError(f"fusion weights must be in [0, 1]: {weights!r}")
@@ -65,6 +67,7 @@ class LLMRerankModel(Recommender):
         self.rerank_config = RerankConfig(method=method, fusion_weight=1.0, passes=int(passes), seed=int(seed),
                                           narrative=NarrativeConfig(max_tokens=int(history_tokens)))
         self.base_name, self.embedder, self.seed = base, embedder, int(seed)
+        self.progress = progress
         self.results: list[RerankResult] = []
         self.tuning: dict[str, float] = {}
 
@@ -86,7 +89,8 @@ class LLMRerankModel(Recommender):
         """
         retrieval = self._retrieval_scores(inputs, candidates)
         llm: list[np.ndarray] = []
-        for hist, cands, r in tqdm(list(zip(inputs, candidates, retrieval, strict=True)), desc=desc, leave=False):
+        for hist, cands, r in tqdm(list(zip(inputs, candidates, retrieval, strict=True)), desc=desc, leave=False,
+                                    disable=not self.progress):
             cand_objs = [Candidate(i, float(s), "retrieval") for i, s in zip(cands, r, strict=True)]
             result = self.reranker.rerank(hist, cand_objs)
             self.results.append(result)

@@ -94,7 +94,8 @@ class SASRecModel(Recommender):
     def score_batch(self, inputs: Sequence[Sequence[Event]]) -> np.ndarray:
         return self.trained().score(inputs)
 
-    def score_candidates(self, inputs: Sequence[Sequence[Event]], candidates: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    def score_candidates(self, inputs: Sequence[Sequence[Event]],
+                         candidates: Sequence[Sequence[str]]) -> list[np.ndarray]:
         model = self.trained()
         queries = model.encode(inputs)
         items = model.index.vectors

@@ -46,16 +46,17 @@ def cosine_distance(u: np.ndarray | None, v: np.ndarray | None) -> float:
     return float(min(1.0, max(0.0, (1.0 - float(u @ v) / (nu * nv)) / 2.0)))
 
 
-def mean_shares(dists: Sequence[Shares]) -> dict[str, float]:
-    """Average of category distributions (empty ones skipped), renormalised to sum to 1."""
+def mean_shares(dists: Sequence[Shares], weights: Sequence[float] | None = None) -> dict[str, float]:
+    """Average of category distributions (empty ones skipped), optionally weighted, renormalised to sum to 1."""
     total: dict[str, float] = {}
     n = 0
-    for d in dists:
+    for i, d in enumerate(dists):
         if not d:
             continue
         n += 1
+        w = 1.0 if weights is None else float(weights[i])
         for k, v in d.items():
-            total[k] = total.get(k, 0.0) + v
+            total[k] = total.get(k, 0.0) + w * v
     if n == 0:
         return {}
     s = sum(total.values())
@@ -94,9 +95,10 @@ class ShiftConfig:
         min_gap: minimum distance in windows between two reported change points.
     """
 
+    # Defaults chosen by F1 on synthetic users (eval/evolution_synthetic.py, seed 1); see docs/evolution.md.
     span: int = 3
-    threshold: float = 0.3
-    min_gap: int = 2
+    threshold: float = 0.45
+    min_gap: int = 3
 
     def __post_init__(self) -> None:
         if self.span < 1 or self.min_gap < 1:
@@ -105,21 +107,30 @@ class ShiftConfig:
             raise ConfigError("threshold must lie in (0, 1]")
 
 
-def shift_scores(dists: Sequence[Shares], span: int) -> np.ndarray:
+def shift_scores(dists: Sequence[Shares], span: int, weights: Sequence[float] | None = None) -> np.ndarray:
     """Score of a change at each window start: JS(mean of `span` windows before, mean of `span` after).
+
+    Args:
+        dists: per-window category shares, oldest first.
+        span: windows averaged on each side.
+        weights: per-window weights (events per window), so a one-event window sways the mean less.
 
     Returns:
         (len(dists),) scores; index 0 is always 0 (nothing before it).
     """
     scores = np.zeros(len(dists))
     for t in range(1, len(dists)):
-        before = mean_shares(dists[max(0, t - span):t])
-        after = mean_shares(dists[t:t + span])
+        lo, hi = max(0, t - span), t + span
+        w_before = None if weights is None else weights[lo:t]
+        w_after = None if weights is None else weights[t:hi]
+        before = mean_shares(dists[lo:t], w_before)
+        after = mean_shares(dists[t:hi], w_after)
         scores[t] = js_divergence(before, after)
     return scores
 
 
-def change_points(dists: Sequence[Shares], config: ShiftConfig | None = None) -> list[tuple[int, float]]:
+def change_points(dists: Sequence[Shares], config: ShiftConfig | None = None,
+                  weights: Sequence[float] | None = None) -> list[tuple[int, float]]:
     """Windows where interests shift: local maxima of `shift_scores` above the threshold.
 
     Points are taken greedily by score, and any point within `min_gap` windows of a stronger one is
@@ -129,7 +140,7 @@ def change_points(dists: Sequence[Shares], config: ShiftConfig | None = None) ->
         (window index, strength) pairs in time order; a pair (t, s) means window t starts the new regime.
     """
     config = config or ShiftConfig()
-    scores = shift_scores(dists, config.span)
+    scores = shift_scores(dists, config.span, weights)
     chosen: list[int] = []
     for t in np.argsort(-scores, kind="stable").tolist():
         if scores[t] < config.threshold:

@@ -1,73 +1,120 @@
-"""The torch module behind `GRUForecaster` (imported lazily: torch is only needed to train or run it)."""
+"""`GRUForecaster`: a small recurrent model over a user's windows (torch is imported only when used)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
-import torch
-from torch import nn
+
+from retrieval.errors import ConfigError
+from retrieval.forecast import Forecaster, Prediction, _prior, _to_shares, _unit, share_matrix, vector_matrix
+from retrieval.timeline import Window
 
 
-class GRUNet(nn.Module):
-    """GRU over windows; predicts the next window as a mixture of last / running mean / prior / free head.
+class GRUForecaster(Forecaster):
+    """A small GRU over a user's windows ("evolution direction"), trained on training users' windows.
+
+    Per window the input is its shares, the running mean of shares, log(1 + items) and (when
+    present) its vector. The output is a learned mixture of last window, running mean, population
+    prior and a free softmax head; the mixture lets it fall back to a baseline where data are thin.
+    Trained with soft cross-entropy on next shares plus (1 - cosine) on next vectors, CPU, seconds.
 
     Args:
-        n_in: input features per window.
         hidden: GRU width.
-        n_cat: number of categories C.
-        prior: (C,) population mean shares.
-        prior_vector: (dim,) population mean window vector, or None when windows carry no vectors.
+        epochs: maximum training epochs (the best epoch on a 15% validation split of users is kept).
+        max_windows: only the newest windows of a sequence are used.
+        seed: torch seed.
     """
 
-    def __init__(self, n_in: int, hidden: int, n_cat: int, prior: np.ndarray, prior_vector: np.ndarray | None) -> None:
-        super().__init__()
-        self.inp = nn.Linear(n_in, hidden)
-        self.gru = nn.GRU(hidden, hidden, batch_first=True)
-        self.share_gate = nn.Linear(hidden, 4)
-        self.share_head = nn.Linear(hidden, n_cat)
-        self.register_buffer("prior", torch.tensor(prior, dtype=torch.float32))
-        self.has_vector = prior_vector is not None
-        if prior_vector is not None:
-            self.vector_gate = nn.Linear(hidden, 4)
-            self.vector_head = nn.Linear(hidden, len(prior_vector))
-            self.register_buffer("prior_vector", torch.tensor(prior_vector, dtype=torch.float32))
+    name = "gru"
 
-    def forward(self, x: torch.Tensor, last: torch.Tensor, mean: torch.Tensor, vec: torch.Tensor,
-                vmean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Next-window prediction after every position.
+    def __init__(self, hidden: int = 32, epochs: int = 80, lr: float = 0.01, max_windows: int = 16,
+                 seed: int = 0) -> None:
+        self.hidden, self.epochs, self.lr, self.max_windows, self.seed = hidden, epochs, lr, max_windows, seed
+        self.model = None
+        self.prior = np.zeros(0)
+        self.prior_vector: np.ndarray | None = None
+        self.history: list[float] = []  # validation loss per epoch
 
-        Args:
-            x: (B, W, F) inputs; last, mean: (B, W, C) expert shares; vec, vmean: (B, W, dim) vectors.
+    def _arrays(self, shares: np.ndarray, vectors: np.ndarray | None, n_items: np.ndarray,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Inputs (n, F), 'last' and 'mean' expert shares (n, C) for each prefix of one sequence."""
+        running = np.cumsum(shares, axis=0) / np.arange(1, len(shares) + 1)[:, None]
+        parts = [shares, running, np.log1p(n_items)[:, None] / 3.0]
+        if vectors is not None and self.prior_vector is not None:
+            parts.append(vectors)
+        return np.hstack(parts).astype(np.float32), shares.astype(np.float32), running.astype(np.float32)
 
-        Returns:
-            ((B, W, C) shares, (B, W, dim) vectors or None).
-        """
-        h, _ = self.gru(torch.tanh(self.inp(x)))
-        experts = torch.stack([last, mean, self.prior.expand_as(last), torch.softmax(self.share_head(h), -1)], -1)
-        shares = (experts * torch.softmax(self.share_gate(h), -1).unsqueeze(-2)).sum(-1)
-        if not self.has_vector:
-            return shares, None
-        v_exp = torch.stack([vec, vmean, self.prior_vector.expand_as(vec), self.vector_head(h)], -1)
-        vectors = (v_exp * torch.softmax(self.vector_gate(h), -1).unsqueeze(-2)).sum(-1)
-        return shares, vectors
+    def _tensors(self, seqs: Sequence[Sequence[Window]]):  # type: ignore[no-untyped-def]
+        import torch
 
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor, last: torch.Tensor, mean: torch.Tensor, vec: torch.Tensor,
-                vmean: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Prediction after each sequence's last real window: ((B, C), (B, dim) or None)."""
-        shares, vectors = self(x, last, mean, vec, vmean)
-        at = torch.arange(len(lengths))
-        return shares[at, lengths - 1], None if vectors is None else vectors[at, lengths - 1]
+        rows = []
+        for seq in seqs:
+            seq = seq[-self.max_windows:]
+            sh = share_matrix(seq, self.vocab or [])
+            vec = vector_matrix(seq) if self.prior_vector is not None else None
+            x, last, mean = self._arrays(sh, vec, np.array([len(w.items) for w in seq], dtype=np.float64))
+            vmean = None if vec is None else np.cumsum(vec, axis=0) / np.arange(1, len(vec) + 1)[:, None]
+            rows.append((x, last, mean, vec, vmean))
+        n, width = len(rows), max(len(r[0]) for r in rows)
 
+        def pad(k: int, dim: int) -> torch.Tensor:
+            out = np.zeros((n, width, dim), dtype=np.float32)
+            for i, r in enumerate(rows):
+                if r[k] is not None:
+                    out[i, :len(r[0])] = r[k]  # left-aligned: the GRU is causal, trailing padding is never read
+            return torch.from_numpy(out)
 
-def sequence_loss(model: GRUNet, x: torch.Tensor, last: torch.Tensor, mean: torch.Tensor, vec: torch.Tensor,
-                  vmean: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Mean over real (position → next window) pairs of soft cross-entropy (+ 1 - cosine for vectors)."""
-    shares, vectors = model(x, last, mean, vec, vmean)
-    width = x.shape[1]
-    valid = torch.arange(width - 1)[None, :] < (lengths[:, None] - 1)  # (B, W-1): position t predicts t+1
-    ce = -(last[:, 1:] * torch.log(shares[:, :-1].clamp_min(1e-6))).sum(-1)
-    loss = ce[valid].mean()
-    if vectors is not None:
-        cos = nn.functional.cosine_similarity(vectors[:, :-1], vec[:, 1:], dim=-1)
-        loss = loss + (1.0 - cos)[valid].mean()
-    return loss
+        c = len(self.vocab or [])
+        d = 0 if self.prior_vector is None else len(self.prior_vector)
+        lengths = torch.tensor([len(r[0]) for r in rows])
+        return pad(0, rows[0][0].shape[1]), pad(1, c), pad(2, c), pad(3, d), pad(4, d), lengths
+
+    def fit(self, sequences: Sequence[Sequence[Window]]) -> GRUForecaster:
+        import torch
+
+        from retrieval.gru_net import GRUNet, sequence_loss
+
+        self.vocab, self.prior, self.prior_vector = _prior(sequences)
+        seqs = [s for s in sequences if len(s) >= 2]
+        if len(seqs) < 4:
+            raise ConfigError(f"GRU needs ≥ 4 training users with ≥ 2 windows, got {len(seqs)}")
+        torch.manual_seed(self.seed)
+        order = np.random.default_rng(self.seed).permutation(len(seqs))
+        n_val = max(1, len(seqs) * 15 // 100)
+        val = self._tensors([seqs[i] for i in order[:n_val]])
+        train = self._tensors([seqs[i] for i in order[n_val:]])
+        model = GRUNet(train[0].shape[2], self.hidden, len(self.vocab), self.prior, self.prior_vector)
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=1e-4)
+        best, best_state = np.inf, None
+        for _ in range(self.epochs):
+            model.train()
+            opt.zero_grad()
+            loss = sequence_loss(model, *train)
+            loss.backward()
+            opt.step()
+            model.eval()
+            with torch.no_grad():
+                v = float(sequence_loss(model, *val))
+            self.history.append(v)
+            if v < best:
+                best, best_state = v, {k: t.clone() for k, t in model.state_dict().items()}
+        model.load_state_dict(best_state)  # type: ignore[arg-type]
+        self.model = model.eval()
+        return self
+
+    def predict_arrays(self, shares: np.ndarray, vectors: np.ndarray | None,
+                       counts: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        raise ConfigError("GRUForecaster forecasts from windows: call forecast(windows)")
+
+    def forecast(self, windows: Sequence[Window], vocab: Sequence[str] | None = None) -> Prediction:
+        import torch
+
+        if self.model is None or self.vocab is None:
+            raise ConfigError("GRUForecaster must be fitted before forecasting")
+        if not windows:
+            raise ConfigError("forecasting needs at least one window")
+        with torch.no_grad():
+            shares, vector = self.model.predict(*self._tensors([windows]))
+        v = None if vector is None else vector[0].numpy()
+        return _to_shares(shares[0].numpy().astype(np.float64), self.vocab), _unit(v)

@@ -50,9 +50,13 @@ class SeqConfig(BaseModel):
         ffn_mult: feed-forward width as a multiple of hidden.
         dropout: dropout on embeddings, attention and feed-forward.
         use_text: add the projected text vector to each item's id embedding.
-        use_time: gap-to-previous embedding and relative-gap attention bias from timestamps.
+        use_time: embedding of the log-bucketed gap to the previous event, from timestamps.
+        time_bias: with use_time, also a learned attention bias per log-bucketed gap between the
+            query event and each earlier event (TiSASRec-like; costs B·L² work per batch).
         time_buckets: number of log2 buckets for time gaps (bucket 0 = no previous event).
-        loss: "ce" = full-softmax cross-entropy over the catalogue; "bce" = one sampled negative.
+        loss: "ce" = full-softmax cross-entropy over the catalogue; "bce" = BCE with one sampled
+            negative; "sampled" = softmax over the target and `negatives` uniform items shared by the
+            batch (for large catalogues, where the full softmax is too slow on CPU).
         lr, weight_decay, batch_size: Adam(W) settings.
         epochs: maximum epochs; patience: evaluations without improvement before stopping.
         eval_every: epochs between validation evaluations.
@@ -70,8 +74,10 @@ class SeqConfig(BaseModel):
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
     use_text: bool = True
     use_time: bool = True
+    time_bias: bool = False
     time_buckets: int = Field(32, ge=4)
-    loss: Literal["ce", "bce"] = "ce"
+    loss: Literal["ce", "bce", "sampled"] = "ce"
+    negatives: int = Field(256, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(128, ge=1)
@@ -92,11 +98,15 @@ def gap_buckets(gaps: torch.Tensor, n_buckets: int) -> torch.Tensor:
 
 
 class _Block(nn.Module):
-    """Pre-LayerNorm causal self-attention block with an optional additive attention bias."""
+    """Pre-LayerNorm causal self-attention block with an optional additive attention bias.
+
+    No dropout on the attention weights: on CPU it costs more than the rest of the block (it draws
+    B·L² random numbers) and residual/FFN dropout regularises enough.
+    """
 
     def __init__(self, hidden: int, heads: int, ffn_mult: int, dropout: float) -> None:
         super().__init__()
-        self.heads, self.dropout = heads, dropout
+        self.heads = heads
         self.ln1, self.ln2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.out = nn.Linear(hidden, hidden)
@@ -104,18 +114,24 @@ class _Block(nn.Module):
                                  nn.Linear(hidden * ffn_mult, hidden))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """x: (B, L, H); bias: (B, heads or 1, L, L) additive, -inf where attention is forbidden."""
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """x: (B, L, H); bias: None (plain causal) or (B, heads, L, L) additive with -inf above the diagonal."""
         b, length, h = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(b, length, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
-        att = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
-                                             dropout_p=self.dropout if self.training else 0.0)
+        if bias is None:
+            att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            att = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         x = x + self.drop(self.out(att.transpose(1, 2).reshape(b, length, h)))
         return x + self.drop(self.ffn(self.ln2(x)))
 
 
 class SASRecNet(nn.Module):
     """The network. Item index 0 is padding; catalogue item r (index row r) is index r + 1.
+
+    Sequences are right-padded: with padding only after the real events, plain causal attention
+    never lets a real position see padding, so no padding mask (and the fast SDPA path) is needed.
+    Positions are counted back from each sequence's newest event.
 
     Args:
         n_items: catalogue size.
@@ -145,6 +161,7 @@ class SASRecNet(nn.Module):
         if config.use_time:
             self.gap_emb = nn.Embedding(config.time_buckets, hid)
             nn.init.normal_(self.gap_emb.weight, std=0.02)
+        if config.use_time and config.time_bias:
             self.rel_bias = nn.Embedding(config.time_buckets, config.heads)
             nn.init.zeros_(self.rel_bias.weight)
         self.blocks = nn.ModuleList(_Block(hid, config.heads, config.ffn_mult, config.dropout)
@@ -166,26 +183,26 @@ class SASRecNet(nn.Module):
         """Hidden states.
 
         Args:
-            items: (B, L) long, left-padded with 0.
+            items: (B, L) long, right-padded with 0.
             times: (B, L) float seconds (any per-row origin); ignored without use_time.
 
         Returns:
             (B, L, hidden); position i summarises items[:, :i + 1].
         """
-        b, length = items.shape
+        length = items.shape[1]
         valid = items > 0
-        x = self.item_vectors(items) * math.sqrt(self.config.hidden)
-        x = x + self.pos_emb(torch.arange(self.config.max_len - length, self.config.max_len, device=items.device))
-        causal = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
-        allowed = causal & valid[:, None, :]
-        allowed = allowed | torch.eye(length, dtype=torch.bool, device=items.device)  # padding rows attend to self
-        bias = torch.zeros(b, 1, length, length, device=items.device).masked_fill(~allowed[:, None], float("-inf"))
+        lengths = valid.sum(1, keepdim=True)
+        back = (lengths - 1 - torch.arange(length, device=items.device)).clamp(0, self.config.max_len - 1)
+        x = self.item_vectors(items) * math.sqrt(self.config.hidden) + self.pos_emb(back)
+        bias = None
         if self.config.use_time:
-            prev_ok = valid & F.pad(valid[:, :-1], (1, 0), value=False)
             gaps = gap_buckets(times - F.pad(times[:, :-1], (1, 0)), self.config.time_buckets)
-            x = x + self.gap_emb(torch.where(prev_ok, gaps, torch.zeros_like(gaps)))
-            rel = gap_buckets(times[:, :, None] - times[:, None, :], self.config.time_buckets)
-            bias = bias + self.rel_bias(rel).permute(0, 3, 1, 2)
+            gaps[:, 0] = 0  # bucket 0: no previous event
+            x = x + self.gap_emb(gaps)
+            if self.config.time_bias:
+                rel = gap_buckets(times[:, :, None] - times[:, None, :], self.config.time_buckets)
+                causal = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
+                bias = self.rel_bias(rel).permute(0, 3, 1, 2).masked_fill(~causal, float("-inf"))
         x = self.drop(x) * valid[..., None]
         for block in self.blocks:
             x = block(x, bias)
@@ -250,7 +267,7 @@ class SequentialModel:
             return self.net.item_vectors().float().cpu().numpy()
 
     def batch(self, sequences: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded (items, times) tensors of shape (B, L) from per-user (rows, seconds) arrays,
+        """Right-padded (items, times) tensors of shape (B, L) from per-user (rows, seconds) arrays,
         keeping each sequence's newest max_len events; L is the longest kept length (at least 1)."""
         width = max(1, min(self.config.max_len, max((len(r) for r, _ in sequences), default=1)))
         items = np.zeros((len(sequences), width), np.int64)
@@ -258,8 +275,8 @@ class SequentialModel:
         for b, (r, t) in enumerate(sequences):
             n = min(width, len(r))
             if n:
-                items[b, width - n:] = r[-n:] + 1
-                times[b, width - n:] = t[-n:] - t[-n]  # relative seconds keep float32 precise
+                items[b, :n] = r[-n:] + 1
+                times[b, :n] = t[-n:] - t[-n]  # relative seconds keep float32 precise
         return torch.from_numpy(items).to(self.device), torch.from_numpy(times).to(self.device)
 
     def arrays(self, events: Sequence[Event]) -> tuple[np.ndarray, np.ndarray]:
@@ -279,7 +296,8 @@ class SequentialModel:
             for start in range(0, len(sequences), chunk):
                 part = sequences[start:start + chunk]
                 items, times = self.batch(part)
-                hidden = self.net(items, times)[:, -1].float().cpu().numpy()
+                last = ((items > 0).sum(1) - 1).clamp(min=0)
+                hidden = self.net(items, times)[torch.arange(len(part)), last].float().cpu().numpy()
                 has = np.array([len(r) > 0 for r, _ in part])
                 out[start:start + len(part)] = hidden * has[:, None]
         return out

@@ -85,7 +85,7 @@ def text_matrix(catalog: Catalog, item_ids: Sequence[str], embedder: Embedder,
 
 
 def training_windows(sequences: Sequence[Arrays], max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cut sequences into left-padded windows so every position after the first is a target once.
+    """Cut sequences into right-padded windows so every position after the first is a target once.
 
     A sequence of n events gives windows of at most max_len + 1 events, newest first; each window's
     inputs are its events but the last and its targets are the events one step later.
@@ -107,9 +107,9 @@ def training_windows(sequences: Sequence[Arrays], max_len: int) -> tuple[np.ndar
     for w, (s, start, end) in enumerate(spans):
         rows, secs = sequences[s]
         n = end - start - 1
-        items[w, max_len - n:] = rows[start:end - 1] + 1
-        times[w, max_len - n:] = secs[start:end - 1] - secs[start]
-        targets[w, max_len - n:] = rows[start + 1:end] + 1
+        items[w, :n] = rows[start:end - 1] + 1
+        times[w, :n] = secs[start:end - 1] - secs[start]
+        targets[w, :n] = rows[start + 1:end] + 1
     return items, times, targets
 
 
@@ -162,6 +162,7 @@ def train(model: SequentialModel, histories: Mapping[str, Sequence[Event]],
     sampler = torch.Generator().manual_seed(cfg.seed)
     sequences = [model.arrays(evs) for evs in histories.values() if len(evs) >= 2]
     items, times, targets = training_windows(sequences, cfg.max_len)
+    lengths = (items > 0).sum(1)
     report = TrainReport(n_targets=int((targets > 0).sum()))
     if not len(items):
         raise ConfigError("no training targets: every history has fewer than 2 events")
@@ -178,25 +179,24 @@ def train(model: SequentialModel, histories: Mapping[str, Sequence[Event]],
     net, device = model.net, model.device
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best_state, bad = copy.deepcopy(net.state_dict()), 0
-    bar = tqdm(range(1, cfg.epochs + 1), desc="train sequential", unit="epoch", disable=None if progress is None else not progress)
+    bar = tqdm(range(1, cfg.epochs + 1), desc="train sequential", unit="epoch",
+               disable=None if progress is None else not progress)
     for epoch in bar:
         t0 = time.perf_counter()
         net.train()
-        order = rng.permutation(len(items))
         total, count = 0.0, 0
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
-            width = int((items[idx] > 0).sum(1).max())  # drop all-padding columns on the left
-            it = torch.from_numpy(items[idx, -width:]).to(device)
-            tm = torch.from_numpy(times[idx, -width:]).to(device)
-            tg = torch.from_numpy(targets[idx, -width:]).to(device)
+        for idx in _length_batches(lengths, cfg.batch_size, rng):
+            width = int(lengths[idx].max())  # drop all-padding columns on the right
+            it = torch.from_numpy(items[idx, :width]).to(device)
+            tm = torch.from_numpy(times[idx, :width]).to(device)
+            tg = torch.from_numpy(targets[idx, :width]).to(device)
             mask = tg > 0
             hidden = net(it, tm)[mask]
-            loss = _loss(net, hidden, tg[mask], cfg.loss, sampler)
+            loss = _loss(net, hidden, tg[mask], cfg, sampler)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * int(mask.sum())
+            total += float(loss.detach()) * int(mask.sum())
             count += int(mask.sum())
         model.invalidate()
         ndcg = recall = None
@@ -227,12 +227,28 @@ def train(model: SequentialModel, histories: Mapping[str, Sequence[Event]],
     return report
 
 
-def _loss(net: torch.nn.Module, hidden: torch.Tensor, target: torch.Tensor, kind: str,
+def _length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Window indices in batches of similar length (little padding), batch order shuffled.
+
+    Within equal lengths the order is random, so batches differ between epochs; all from `rng`.
+    """
+    order = np.lexsort((rng.random(len(lengths)), lengths))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _loss(net: torch.nn.Module, hidden: torch.Tensor, target: torch.Tensor, cfg: SeqConfig,
           sampler: torch.Generator) -> torch.Tensor:
     """hidden (N, H), target (N,) padded item indices (row + 1)."""
-    if kind == "ce":
+    if cfg.loss == "ce":
         logits = hidden @ net.item_vectors().T  # (N, n_items)
         return F.cross_entropy(logits, target - 1)
+    if cfg.loss == "sampled":
+        neg = torch.randint(1, net.n_items + 1, (cfg.negatives,), generator=sampler).to(target.device)
+        pos_logit = (hidden * net.item_vectors(target)).sum(-1, keepdim=True)
+        neg_logit = hidden @ net.item_vectors(neg).T  # (N, negatives)
+        neg_logit = neg_logit.masked_fill(neg[None, :] == target[:, None], float("-inf"))  # a hit is no negative
+        return F.cross_entropy(torch.cat([pos_logit, neg_logit], 1), torch.zeros_like(target))
     neg = torch.randint(1, net.n_items + 1, target.shape, generator=sampler).to(target.device)
     pos_logit = (hidden * net.item_vectors(target)).sum(-1)
     neg_logit = (hidden * net.item_vectors(neg)).sum(-1)

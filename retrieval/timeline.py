@@ -240,7 +240,9 @@ def summarize_evolution(user: str, events: Sequence[Event], catalog: Catalog, in
     windows = tuple(build_timeline(events, catalog, index, period))
     dists = [w.categories for w in windows]
     drift = consecutive_drift(dists, [w.vector for w in windows])
-    shifts = tuple(_shift_evidence(windows, t, s, shift_config.span) for t, s in change_points(dists, shift_config))
+    weights = [float(len(w.items)) for w in windows]
+    shifts = tuple(_shift_evidence(windows, t, s, shift_config.span)
+                   for t, s in change_points(dists, shift_config, weights))
     long_term, short_term = long_short_terms(dists, term_config)
     forecaster = forecaster or ExpSmoothingForecaster()
     shares, vector = ({}, None) if not windows else forecaster.forecast(windows)

@@ -190,3 +190,17 @@ def test_templates_are_grounded_on_real_users(ml100k_path) -> None:  # type: ign
             ie = item_evidence(history, exp.item_id, ds.catalog, index)
             assert exp.evidence and set(exp.evidence) <= {e.item for e in history}
             assert explainer.checker.check(exp.text.text, ie.titles, ie.categories).grounded, exp.text.text
+
+
+def test_echoed_instructions_are_rejected() -> None:
+    catalog = small_catalog()
+    echo = "Toy Story (1995). In 1 or 2 short sentences, tell the user why they may like the recommended item."
+    fake = FakeChatModel(replies=[echo, "You rated Toy Story (1995) highly; Aladdin is Animation too."])
+    [exp] = Explainer(catalog, LLMClient(fake)).explain(_user_history(catalog), ["5"])
+    assert exp.text.source == "regenerated" and "repeats the instructions" in exp.text.errors[0]
+
+
+def test_quoted_evidence_labels_are_not_title_claims() -> None:
+    checker = GroundingChecker(small_catalog())
+    assert checker.check('Your "Rising lately" list shows Crime.', [], ["Crime"], "Rising lately: Crime").grounded
+    assert not checker.check('Your "Rising lately" list shows Crime.', [], ["Crime"]).grounded

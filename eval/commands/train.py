@@ -35,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--patience", type=int, default=10, help="evaluations without improvement before stopping")
-    p.add_argument("--loss", choices=("ce", "bce"), default="ce")
+    p.add_argument("--loss", choices=("ce", "bce", "sampled"), default="ce",
+                   help="ce = full softmax; bce = one negative; sampled = softmax over --negatives shared items")
+    p.add_argument("--negatives", type=int, default=256, help="negatives per batch for --loss sampled")
     p.add_argument("--no-text", action="store_true", help="id embeddings only (no text vectors)")
     p.add_argument("--no-time", action="store_true", help="no time-gap features")
     p.add_argument("--valid-users", type=int, default=None, help="validate on a seeded sample of users")
@@ -57,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
                            dropout=args.dropout, use_text=not args.no_text,
                            use_time=not args.no_time and not dataset.synthetic_time, loss=args.loss, lr=args.lr,
                            batch_size=args.batch_size, epochs=args.epochs, patience=args.patience,
+                           negatives=args.negatives,
                            valid_users=args.valid_users, seed=args.seed)
     except ValidationError as exc:
         raise ConfigError(f"invalid training settings: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc

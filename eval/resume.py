@@ -1,0 +1,46 @@
+"""Per-model results saved as each model finishes, so an interrupted evaluation run can resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+Saved = tuple[np.ndarray, list[list[str]], dict[str, float], dict[str, float]]
+
+
+class RankStore:
+    """One JSON file per (model, run fingerprint) under `root`: ranks, top items, diagnostics, timings.
+
+    Args:
+        root: directory (created on first save).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, name: str, key: str) -> Path:
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+        return self.root / f"{safe}-{key}.json"
+
+    def load(self, name: str, key: str) -> Saved | None:
+        """(ranks (n_users,), tops, diagnostics, timings) saved under this fingerprint, or None."""
+        path = self._path(name, key)
+        if not path.is_file():
+            return None
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        ranks = np.array([math.inf if r is None else r for r in doc["ranks"]], dtype=np.float64)
+        return ranks, doc["tops"], doc["diagnostics"], {**doc["timings"], "resumed": 1.0}
+
+    def save(self, name: str, key: str, ranks: np.ndarray, tops: list[list[str]],
+             diagnostics: dict[str, float], timings: dict[str, float]) -> None:
+        """Write one model's results atomically (a killed run never leaves a half-written file)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        doc = {"ranks": [None if math.isinf(r) else float(r) for r in ranks.tolist()], "tops": tops,
+               "diagnostics": diagnostics, "timings": timings}
+        path = self._path(name, key)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc), encoding="utf-8")
+        tmp.replace(path)
