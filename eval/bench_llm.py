@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--models", default=",".join(PACKAGED), help="packaged embedded models to try (if installed)")
     p.add_argument("--users", type=int, default=8, help="reranks per backend (one per sampled user)")
     p.add_argument("--history", type=int, default=50, help="history events per user")
-    p.add_argument("--history-tokens", type=int, default=700, help="narrative token budget")
+    p.add_argument("--history-tokens", type=int, default=400, help="narrative token budget")
     p.add_argument("--threads", type=int, default=None, help="embedded CPU threads")
     p.add_argument("--method", default="auto", choices=("auto", "logprobs", "json"))
     p.add_argument("--vllm-url", default=None)

@@ -36,6 +36,7 @@ from retrieval.forecast import (
     TunedSmoothingForecaster,
     WindowMeanForecaster,
 )
+from retrieval.errors import ConfigError
 from retrieval.forecast_gru import GRUForecaster
 from retrieval.index import VectorIndex
 from retrieval.timeline import Window, build_timeline
@@ -69,10 +70,24 @@ def forecast_split(tl: dict[str, list[Window]], cut: datetime,
     return [s for s in train if s], cases
 
 
+FORECASTERS: dict[str, Callable[[], Forecaster]] = {
+    "last-window": LastWindowForecaster, "history-mean": HistoryMeanForecaster, "window-mean": WindowMeanForecaster,
+    "exp-smoothing": lambda: ExpSmoothingForecaster(0.5), "exp-smoothing-tuned": TunedSmoothingForecaster,
+    "autoregressive": AutoregressiveForecaster, "gru": GRUForecaster,
+}
+
+
+def make_forecaster(name: str) -> Forecaster:
+    """A fresh forecaster by name; an unknown name raises ConfigError listing the valid ones."""
+    try:
+        return FORECASTERS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown forecaster {name!r}; valid: {', '.join(FORECASTERS)}") from None
+
+
 def default_forecasters() -> list[Forecaster]:
     """Baselines, untuned and tuned smoothing, autoregression, GRU."""
-    return [LastWindowForecaster(), HistoryMeanForecaster(), WindowMeanForecaster(), ExpSmoothingForecaster(0.5),
-            TunedSmoothingForecaster(), AutoregressiveForecaster(), GRUForecaster()]
+    return [make_forecaster(n) for n in FORECASTERS]
 
 
 def evaluate_forecasts(tl: dict[str, list[Window]], cut: datetime, catalog_categories: Callable[[str], Sequence[str]],
@@ -154,7 +169,7 @@ def evaluate_retrieval(dataset: Dataset, index: VectorIndex, k: int = 20, period
     forecaster = forecaster or TunedSmoothingForecaster()
     forecaster.fit([s for s in timelines(dataset.with_histories(dict(split.train)), index, period).values() if s])
     out: dict[str, object] = {"k": k, "forecaster": forecaster.name, "users": len(split.test)}
-    betas = (0.25, 0.5, 1.0, 2.0)
+    betas = (0.1, 0.25, 0.5, 1.0)
     stage_scores: dict[str, dict[str, np.ndarray]] = {}
     for stage in (split.validation, split.test):
         hist = dict(zip(stage.users, stage.inputs, strict=True))
@@ -203,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--embedder", default="sentence-transformers", choices=("sentence-transformers", "hashing"))
     p.add_argument("--cut", default="1998-01-05", help="forecast train/test cut date, a Monday (UTC)")
     p.add_argument("--period", default="week")
+    p.add_argument("--retrieval-forecaster", default="exp-smoothing-tuned", choices=tuple(FORECASTERS),
+                   help="forecaster whose vector is the extra retrieval source")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
     args = p.parse_args(argv)
     report: dict[str, object] = {"command": "python -m eval.evolution_eval " + " ".join(argv or sys.argv[1:])}
@@ -221,7 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             report["forecast"] = evaluate_forecasts(timelines(dataset, index, args.period), cut,
                                                     lambda i: dataset.catalog[i].categories)
         if args.part in ("retrieval", "all"):
-            report["retrieval"] = evaluate_retrieval(dataset, index, period=args.period)
+            report["retrieval"] = evaluate_retrieval(dataset, index, period=args.period,
+                                                     forecaster=make_forecaster(args.retrieval_forecaster))
     text = json.dumps(report, indent=2, ensure_ascii=False)
     print(text)
     if args.out:

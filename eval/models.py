@@ -146,7 +146,8 @@ def register(name: str) -> Callable[[Callable[..., Recommender]], Callable[..., 
 
 def model_factory(name: str) -> Callable[..., Recommender]:
     """The registered factory of `name`; unknown names raise ConfigError listing the valid ones."""
-    _load_builtin_models()
+    if name not in MODELS:
+        _load_builtin_models(until=name)
     try:
         return MODELS[name]
     except KeyError:
@@ -168,18 +169,25 @@ def make_model(name: str, **kwargs: object) -> Recommender:
     return model
 
 
-def _load_builtin_models() -> None:
-    """Import every `eval/models_*.py` module so its @register decorators run."""
+def _load_builtin_models(until: str | None = None) -> None:
+    """Import `eval/models_*.py` modules so their @register decorators run.
+
+    Baselines first; with `until`, stop once that name is registered (other model modules import
+    torch or LangChain, 10+ s on a loaded machine, which a baseline-only run need not pay).
+    """
     import importlib
     import pkgutil
 
     import eval as pkg
 
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.name.startswith("models_") and mod.name not in BROKEN:
+    names = sorted((m.name for m in pkgutil.iter_modules(pkg.__path__)), key=lambda n: n != "models_baselines")
+    for mod_name in names:
+        if until is not None and until in MODELS:
+            return
+        if mod_name.startswith("models_") and mod_name not in BROKEN:
             try:
-                importlib.import_module(f"eval.{mod.name}")
+                importlib.import_module(f"eval.{mod_name}")
             except ImportError as exc:
                 # One model module with a missing optional dependency must not hide all the others;
                 # the failure is reported when a name it would have registered is asked for.
-                BROKEN[mod.name] = f"{type(exc).__name__}: {exc}"
+                BROKEN[mod_name] = f"{type(exc).__name__}: {exc}"

@@ -12,8 +12,12 @@ import numpy as np
 
 from eval.models import Recommender, TrainData, ValidationData, register
 from retrieval.data import Event
+from retrieval.embed import EmbeddingCache
+from retrieval.index import VectorIndex
 from retrieval.interests import InterestConfig
 from retrieval.knn import ItemKNN
+
+PACKAGED_MODEL = "all-MiniLM-L6-v2"  # SentenceTransformerEmbedder's name for the packaged model
 
 
 def train_popularity(train: TrainData) -> np.ndarray:
@@ -134,8 +138,12 @@ class InterestModel(Recommender):
         from retrieval.embed import make_embedder
 
         self.train = train
-        self.index = build_index(train.catalog, make_embedder(self.embedder_name), self.backend,
-                                 cache=default_cache() if self.cache else None, progress=False)
+        cache = default_cache() if self.cache else None
+        self.index = _index_from_cache(train, cache, self.backend) if self.embedder_name in (
+            "sentence-transformers", "st") else None
+        if self.index is None:
+            self.index = build_index(train.catalog, make_embedder(self.embedder_name), self.backend,
+                                     cache=cache, progress=False)
         self.item_vectors = self.index.vectors[self.index.rows(list(train.item_ids))]
         pop = train_popularity(train)
         self.fallback = pop / max(pop.max(), 1.0)
@@ -151,3 +159,23 @@ class InterestModel(Recommender):
         missing = ~np.asarray(has, dtype=bool)
         scores[missing] = self.fallback
         return scores
+
+
+def _index_from_cache(train: TrainData, cache: EmbeddingCache | None, backend: str) -> VectorIndex | None:
+    """The packaged all-MiniLM-L6-v2 index straight from the embedding cache when every item is there.
+
+    Loading torch and the model costs 10–80 s on a loaded 2-core machine; vectors already cached
+    under the packaged model's name are the same vectors, so the model is loaded only on a miss.
+    """
+    from retrieval.embed import packaged_minilm_path
+
+    if cache is None or packaged_minilm_path() is None:
+        return None
+    items = list(train.catalog)
+    found = cache.get_many(PACKAGED_MODEL, [it.embedding_text() for it in items])
+    if any(v is None for v in found):
+        return None
+    vectors = np.stack(found).astype(np.float32)  # type: ignore[arg-type]
+    index = VectorIndex(PACKAGED_MODEL, vectors.shape[1], backend)
+    index.add([it.id for it in items], vectors)
+    return index

@@ -53,7 +53,7 @@ class LLMRerankModel(Recommender):
 
     def __init__(self, backend: str = "embedded", model: str | None = None, base_url: str | None = None,
                  method: str = "auto", fusion_weight: float | None = None,
-                 weights: str | Sequence[float] = DEFAULT_WEIGHTS, passes: int = 1, history_tokens: int = 700,
+                 weights: str | Sequence[float] = DEFAULT_WEIGHTS, passes: int = 1, history_tokens: int = 400,
                  cache_dir: str = "runs/llm-cache", base: str = "interest", embedder: str = "sentence-transformers",
                  seed: int = 0, chat_model: Any = None, progress: bool = False) -> None:
         grid = [float(w) for w in (weights.split(",") if isinstance(weights, str) else weights)]

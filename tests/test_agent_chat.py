@@ -220,3 +220,18 @@ def test_auto_routing_lets_specific_patterns_overrule_a_weak_llm(world) -> None:
     pure = make_agent(world, client=LLMClient(FakeChatModel(replies=[wrong])), routing="llm")
     reply = pure.chat("u0", "what have I been into lately?")
     assert reply.intent == "recommend" and reply.flags["route"] == "llm" and reply.flags["route_overridden"] is False
+
+
+def test_cli_recommend_explain_and_chat_one_shot(ml100k_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from eval.cli import main
+
+    base = ["--data", str(ml100k_path), "--embedder", "hashing", "--backend", "numpy", "--no-cache", "--llm", "none"]
+    assert main(["recommend", *base, "--user", "286", "-k", "2", "--explain", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert len(rec["items"]) == 2 and len(rec["explanations"]) == 2 and rec["interest_shift"]["source"] == "template"
+    assert main(["chat", *base, "--user", "286", "--message", "more like Blorfvorp", "--json"]) == 0
+    reply = json.loads(capsys.readouterr().out)
+    assert reply["intent"] == "more_like" and reply["flags"]["unknown_title"] is True and reply["recommendations"] is None
+    assert main(["demo", *base, "--user", "286", "-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "top 2 recommendations" in out and "why:" in out and "how your interests moved" in out

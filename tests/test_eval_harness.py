@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from eval.cli import main
-from eval.harness import EvalConfig, LeakageError, check_no_leakage, evaluate
+from eval.harness import EvalConfig, LeakageError, check_no_leakage, evaluate, validation_metric
 from eval.models import RankedCandidates, Recommender, TrainData, ValidationData, make_model
 from eval.protocols import LLMRankSampling, ProtocolContext, RetrieveRerank
 from eval.splits import Split, check_llmrank_split, leave_one_out, temporal_split
@@ -260,3 +260,26 @@ def test_cli_eval_writes_results_report_and_plots(tmp_path: Path, monkeypatch: p
     for png in ("metric_vs_k.png", "ndcg_by_history.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert main(["eval", "--dataset", str(data), "--models", "nope", "--out", str(out)]) == 2
+
+
+def test_resume_reuses_saved_ranks_only_for_the_same_run(tmp_path: Path) -> None:
+    ds = chain_dataset(n_users=30)
+    cfg = EvalConfig(protocol="llmrank", n_boot=20, resume_dir=tmp_path, resume=True)
+    first = evaluate(ds, ["random", "itemknn"], cfg)
+    again = evaluate(ds, ["random", "itemknn"], cfg)
+    for name in ("random", "itemknn"):
+        assert "resumed" not in first.models[name].timings and again.models[name].timings["resumed"] == 1.0
+        np.testing.assert_array_equal(first.models[name].ranks, again.models[name].ranks)
+    assert again.models["itemknn"].diagnostics == first.models["itemknn"].diagnostics
+    other_seed = evaluate(ds, ["random"], EvalConfig(protocol="llmrank", seed=1, n_boot=20, resume_dir=tmp_path,
+                                                     resume=True))
+    assert "resumed" not in other_seed.models["random"].timings
+
+
+def test_validation_metric_matches_the_test_ranking_code() -> None:
+    ds = chain_dataset(n_users=40)
+    split = leave_one_out(ds)
+    model = make_model("popularity").fit(TrainData(ds.catalog, split.train, ds.catalog.ids))
+    val = ValidationData(split.test.users, split.test.inputs, split.test.target_items, None)
+    res = evaluate(ds, ["popularity"], EvalConfig(n_boot=10))
+    assert validation_metric(model, val, "ndcg@10") == pytest.approx(res.models["popularity"].metrics["ndcg@10"])

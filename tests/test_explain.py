@@ -204,3 +204,11 @@ def test_quoted_evidence_labels_are_not_title_claims() -> None:
     checker = GroundingChecker(small_catalog())
     assert checker.check('Your "Rising lately" list shows Crime.', [], ["Crime"], "Rising lately: Crime").grounded
     assert not checker.check('Your "Rising lately" list shows Crime.', [], ["Crime"]).grounded
+
+
+def test_shift_text_must_name_a_category() -> None:
+    ds = planted_shift_dataset(n_users=3)
+    evo = summarize_evolution("u0", ds.history("u0"), ds.catalog)
+    fake = FakeChatModel(default="I'm glad you're interested in watching movies based on your interests.")
+    text = Explainer(ds.catalog, LLMClient(fake)).describe_shift(evo)
+    assert text.source == "template" and "names none of the categories" in text.errors[0]

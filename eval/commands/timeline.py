@@ -73,8 +73,10 @@ def plot_evolution(evo: Evolution, out: Path, top: int = 8) -> Path:
                  colors=[colors[i % 10] for i in range(len(cats))] + (["#cccccc"] if has_other else []), alpha=0.9)
     for s in evo.shifts:
         ax.axvline(s.window - 0.5, color="black", lw=2, ls="--")
-        ax.text(s.window - 0.45, 1.01, f"shift {s.strength:.2f}: +{', '.join(s.to_categories[:2])}",
-                fontsize=8, va="bottom")
+        # Inside the axes, rotated: labels above the plot would collide with the title.
+        ax.text(s.window - 0.6, 0.98, f"shift {s.strength:.2f}: +{', '.join(s.to_categories[:2])}",
+                fontsize=8, rotation=90, va="top", ha="right",
+                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1})
     ax.set_ylim(0, 1)
     ax.set_ylabel("category share")
     ax.set_title(f"user {evo.user}: interest evolution ({evo.period} windows, {sum(len(w.items) for w in evo.windows)} "
