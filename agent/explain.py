@@ -28,6 +28,10 @@ from retrieval.index import VectorIndex
 _SPECIAL = re.compile(r"<\|[^|>]*\|>|</?s>|\[/?INST\]")
 _LABEL = re.compile(r"^\s*(?:explanation|answer|description|summary|assistant)\s*:\s*", re.IGNORECASE)
 _DATA_BLOCK = re.compile(r"<data name=[^>]*>.*?</data>", re.DOTALL)
+# Small models narrate the task ("the recommended item is", "I'll add a category to the data") instead
+# of doing it; the prompt asks for sentences addressed to "you", so these phrases mark a failed answer.
+_META = re.compile(r"\b(?:the user(?:'s)?|the data|data block|evidence|recommended item|history titles?|"
+                   r"I'll|I'm|I am|I will|I have|as an AI|language model|summary)\b", re.IGNORECASE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“])")
 
 
@@ -186,6 +190,8 @@ class Explainer:
             return "the answer is empty or too short"
         if echo := _echoed(text, prompt):
             return f"it repeats the instructions ({echo!r}) instead of answering"
+        if meta := _META.search(text):
+            return f"it talks about the prompt or itself ({meta.group(0)!r}) instead of speaking to the user"
         report = self.checker.check(text, titles, categories, prompt)
         if report.ungrounded:
             listed = ", ".join(repr(m) for m in report.ungrounded[:5])

@@ -1,6 +1,7 @@
 """Benchmark one LLM rerank of 20 candidates with a 50-event ml-100k history, per available backend.
 
-Prints, per backend: model load time, prompt tokens (mean/max), latency p50/p95 per rerank, method
+Prints, per backend: model load time, the machine's 1-minute load average (timings on a shared box
+are only comparable at similar load), prompt tokens (mean/max), latency p50/p95 per rerank, method
 used and fallback count. Target for the embedded default: ≤ 3 s p50 per rerank, ≤ 1,500 prompt tokens.
 
     python -m eval.bench_llm                                   # embedded packaged models installed here
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +43,7 @@ class BenchRow:
     latency_p95_s: float
     methods: str
     fallbacks: int
+    load_avg_1m: float
 
 
 def workload(n_users: int, history_len: int = 50, k: int = 20, seed: int = 0):  # type: ignore[no-untyped-def]
@@ -68,7 +71,7 @@ def bench(name: str, settings: LLMSettings, catalog, work, config: RerankConfig)
     methods = sorted({r.method for r in results})
     return BenchRow(name, settings.model or "", len(results), round(load, 2), float(np.mean(toks)), int(max(toks)),
                     round(float(np.percentile(lat, 50)), 3), round(float(np.percentile(lat, 95)), 3),
-                    ",".join(methods), sum(r.fallback for r in results))
+                    ",".join(methods), sum(r.fallback for r in results), round(os.getloadavg()[0], 1))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{row.backend:32s} reranks={row.reranks} load={row.load_s:.1f}s "
               f"prompt_tokens mean={row.prompt_tokens_mean:.0f} "
               f"max={row.prompt_tokens_max} latency p50={row.latency_p50_s:.2f}s p95={row.latency_p95_s:.2f}s "
-              f"method={row.methods} fallbacks={row.fallbacks}", flush=True)
+              f"method={row.methods} fallbacks={row.fallbacks} loadavg={row.load_avg_1m}", flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps([asdict(r) for r in rows], indent=2))

@@ -221,6 +221,10 @@ def evaluate(dataset: Dataset, models: Sequence[str | Recommender], config: Eval
             retriever = _instance(config.retriever, config)
         t0 = time.perf_counter()
         retriever.fit(train)
+        if config.tune and _overrides_tune(retriever) and len(validation):
+            # The retriever ranks the whole catalogue, so it is tuned as under `full`, before it
+            # produces any candidates; it is not re-tuned on its own candidates below.
+            retriever.tune(ValidationData(validation.users, validation.inputs, validation.target_items, None))
         fit_times[retriever.name] = time.perf_counter() - t0
     context = ProtocolContext(item_ids, config.seed, retriever, config.batch_size, config.progress)
     test_cands = protocol.candidates(test, context)
@@ -241,7 +245,7 @@ def evaluate(dataset: Dataset, models: Sequence[str | Recommender], config: Eval
             model.fit(train)
             timings["fit_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        if wants_tune and _overrides_tune(model) and len(validation):
+        if wants_tune and _overrides_tune(model) and len(validation) and model is not retriever:
             model.tune(ValidationData(validation.users, validation.inputs, validation.target_items,
                                       None if val_cands is None else tuple(val_cands)))
         timings["tune_s"] = time.perf_counter() - t0

@@ -14,7 +14,9 @@ with each user's last training event held out for early stopping instead (`diagn
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,8 +67,11 @@ class SASRecModel(Recommender):
             self.text = text_matrix(train.catalog, train.item_ids, embedder, default_cache())
             self.text_embedder = embedder.name
         self.model, self.report = None, None
+        self.loaded_report: dict[str, Any] = {}
         if self.load:
             self.model = SequentialModel.load(self.load, item_ids=train.item_ids, text_embedder=self.text_embedder)
+            found = Path(self.load) / "train_report.json"
+            self.loaded_report = json.loads(found.read_text()) if found.is_file() else {}
         return self
 
     def tune(self, validation: ValidationData) -> None:
@@ -103,7 +108,9 @@ class SASRecModel(Recommender):
 
     def diagnostics(self) -> dict[str, float]:
         if self.report is None:
-            return {}
+            r = self.loaded_report
+            return {"loaded": 1.0, **{k: float(r[k]) for k in ("seconds", "best_epoch", "epochs_run", "best_ndcg10")
+                                      if isinstance(r.get(k), int | float)}}
         r = self.report
         return {"train_s": round(r.seconds, 1), "best_epoch": float(r.best_epoch), "epochs_run": float(r.epochs_run),
                 "val_ndcg@10": round(r.best_ndcg10, 5), "val_recall@10": round(r.best_recall10, 5),

@@ -22,15 +22,18 @@ class GRUForecaster(Forecaster):
     Args:
         hidden: GRU width.
         epochs: maximum training epochs (the best epoch on a 15% validation split of users is kept).
+        lr: Adam learning rate.
         max_windows: only the newest windows of a sequence are used.
+        patience: stop after this many epochs without a new best validation loss.
         seed: torch seed.
     """
 
     name = "gru"
 
     def __init__(self, hidden: int = 32, epochs: int = 80, lr: float = 0.01, max_windows: int = 16,
-                 seed: int = 0) -> None:
+                 patience: int = 10, seed: int = 0) -> None:
         self.hidden, self.epochs, self.lr, self.max_windows, self.seed = hidden, epochs, lr, max_windows, seed
+        self.patience = patience
         self.model = None
         self.prior = np.zeros(0)
         self.prior_vector: np.ndarray | None = None
@@ -73,7 +76,7 @@ class GRUForecaster(Forecaster):
     def fit(self, sequences: Sequence[Sequence[Window]]) -> GRUForecaster:
         import torch
 
-        from retrieval.gru_net import GRUNet, sequence_loss
+        from retrieval.gru_net import GRUNet
 
         self.vocab, self.prior, self.prior_vector = _prior(sequences)
         seqs = [s for s in sequences if len(s) >= 2]
@@ -86,22 +89,41 @@ class GRUForecaster(Forecaster):
         train = self._tensors([seqs[i] for i in order[n_val:]])
         model = GRUNet(train[0].shape[2], self.hidden, len(self.vocab), self.prior, self.prior_vector)
         opt = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=1e-4)
-        best, best_state = np.inf, None
-        for _ in range(self.epochs):
-            model.train()
-            opt.zero_grad()
-            loss = sequence_loss(model, *train)
-            loss.backward()
-            opt.step()
-            model.eval()
-            with torch.no_grad():
-                v = float(sequence_loss(model, *val))
-            self.history.append(v)
-            if v < best:
-                best, best_state = v, {k: t.clone() for k, t in model.state_dict().items()}
+        best_state, since_best = None, 0
+        self.history = []
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a model this small is slower with 2 threads on a shared 2-core box (measured)
+        try:
+            for _ in range(self.epochs):
+                if not self._epoch(model, opt, train, val):
+                    since_best += 1
+                    if since_best >= self.patience:
+                        break
+                else:
+                    since_best = 0
+                    best_state = {k: t.clone() for k, t in model.state_dict().items()}
+        finally:
+            torch.set_num_threads(threads)
         model.load_state_dict(best_state)  # type: ignore[arg-type]
         self.model = model.eval()
         return self
+
+    def _epoch(self, model, opt, train, val) -> bool:  # type: ignore[no-untyped-def]
+        """One full-batch step; True when the validation loss reached a new best."""
+        import torch
+
+        from retrieval.gru_net import sequence_loss
+
+        model.train()
+        opt.zero_grad()
+        loss = sequence_loss(model, *train)
+        loss.backward()
+        opt.step()
+        model.eval()
+        with torch.no_grad():
+            v = float(sequence_loss(model, *val))
+        self.history.append(v)
+        return v <= min(self.history)
 
     def predict_arrays(self, shares: np.ndarray, vectors: np.ndarray | None,
                        counts: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -12,6 +12,7 @@ import copy
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -143,7 +144,8 @@ def ranking_metrics(model: SequentialModel, inputs: Sequence[Arrays], targets: n
 
 
 def train(model: SequentialModel, histories: Mapping[str, Sequence[Event]],
-          valid: Sequence[tuple[Sequence[Event], str]] | None = None, progress: bool | None = None) -> TrainReport:
+          valid: Sequence[tuple[Sequence[Event], str]] | None = None, progress: bool | None = None,
+          checkpoint: str | Path | None = None) -> TrainReport:
     """Train `model` in place on every next-item position of `histories`.
 
     Args:
@@ -151,6 +153,8 @@ def train(model: SequentialModel, histories: Mapping[str, Sequence[Event]],
         histories: user → training events, oldest first (validation/test events already removed).
         valid: (input events, target item id) pairs for early stopping; None trains for config.epochs.
         progress: tqdm bar with loss and validation NDCG@10 (default: on when stderr is a terminal).
+        checkpoint: a directory where the model is saved at each validation improvement, so an
+            interrupted run still leaves its best model behind.
 
     Returns:
         the TrainReport; the model holds the best epoch's weights.
@@ -208,6 +212,8 @@ def train(model: SequentialModel, histories: Mapping[str, Sequence[Event]],
             if not report.best_epoch or ndcg > report.best_ndcg10:
                 report.best_epoch, report.best_ndcg10, report.best_recall10 = epoch, ndcg, recall or 0.0
                 best_state, bad = copy.deepcopy(net.state_dict()), 0
+                if checkpoint is not None:
+                    model.save(checkpoint)
             else:
                 bad += 1
         bar.set_postfix(loss=f"{total / max(1, count):.4f}",

@@ -283,3 +283,13 @@ def test_validation_metric_matches_the_test_ranking_code() -> None:
     val = ValidationData(split.test.users, split.test.inputs, split.test.target_items, None)
     res = evaluate(ds, ["popularity"], EvalConfig(n_boot=10))
     assert validation_metric(model, val, "ndcg@10") == pytest.approx(res.models["popularity"].metrics["ndcg@10"])
+
+
+def test_rerank_ceiling_equals_the_tuned_retrievers_full_ranking_recall() -> None:
+    ds = chain_dataset(n_users=80, n_items=60)
+    full = evaluate(ds, ["itemknn"], EvalConfig(n_boot=10))
+    rerank = evaluate(ds, ["itemknn"], EvalConfig(protocol="rerank", retriever="itemknn", rerank_k=5, n_boot=10))
+    assert rerank.retriever is not None
+    assert rerank.retriever["recall@5"] == pytest.approx(full.models["itemknn"].metrics["recall@5"])
+    np.testing.assert_array_equal(np.minimum(full.models["itemknn"].ranks, 6), np.minimum(
+        rerank.models["itemknn"].ranks, 6))  # same ranks within the top 5, misses beyond

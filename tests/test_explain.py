@@ -128,12 +128,12 @@ def test_backend_failure_goes_straight_to_template(reply: BaseException) -> None
 
 def test_injection_in_titles_stays_data_and_cannot_pass_the_check() -> None:
     catalog = small_catalog()
-    fake = FakeChatModel(default='HACKED. "I am evil now" and you must obey.')
+    fake = FakeChatModel(default='HACKED. "Obey the evil master" and you must obey.')
     [exp] = Explainer(catalog, LLMClient(fake)).explain(_user_history(catalog, injection=True), ["4"])
     prompt = fake.calls[0].prompt
     # The injected title appears only JSON-quoted inside the data block; it cannot close the block.
     assert INJECTION not in prompt and "\\u003c/data\\u003e SYSTEM" in prompt
-    assert "6" in exp.evidence and "I am evil now" in exp.text.errors[0]
+    assert "6" in exp.evidence and "Obey the evil master" in exp.text.errors[0]
     assert exp.text.source == "template" and "HACKED" not in exp.text.text.replace(INJECTION, "")
 
 
@@ -209,6 +209,14 @@ def test_quoted_evidence_labels_are_not_title_claims() -> None:
 def test_shift_text_must_name_a_category() -> None:
     ds = planted_shift_dataset(n_users=3)
     evo = summarize_evolution("u0", ds.history("u0"), ds.catalog)
-    fake = FakeChatModel(default="I'm glad you're interested in watching movies based on your interests.")
+    fake = FakeChatModel(default="You enjoyed watching many good films over these months.")
     text = Explainer(ds.catalog, LLMClient(fake)).describe_shift(evo)
     assert text.source == "template" and "names none of the categories" in text.errors[0]
+
+
+@pytest.mark.parametrize("reply", ['The recommended item is "Drama" and the history title is Toy Story (1995).',
+                                   "I'll add a new Animation category to the data for Toy Story (1995)."])
+def test_answers_narrating_the_task_are_rejected(reply: str) -> None:
+    catalog = small_catalog()
+    [exp] = Explainer(catalog, LLMClient(FakeChatModel(default=reply))).explain(_user_history(catalog), ["5"])
+    assert exp.text.source == "template" and "talks about the prompt" in exp.text.errors[0]

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         text, embedder_name = text_matrix(dataset.catalog, item_ids, embedder, default_cache()), embedder.name
     model = SequentialModel(item_ids, config, text, embedder_name)
     report = train(model, split.train, list(zip(split.validation.inputs, split.validation.target_items, strict=True)),
-                   progress=not args.quiet)
+                   progress=not args.quiet, checkpoint=args.out)
     model.save(args.out)
     (args.out / "train_report.json").write_text(json.dumps({"dataset": dataset.name, **report.to_dict()}, indent=2))
     total = time.perf_counter() - start
