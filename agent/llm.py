@@ -342,10 +342,13 @@ class EmbeddedChatModel(BaseChatModel):
         tokens = self.prompt_tokens(messages)
         if len(tokens) >= self.n_ctx:
             raise LLMError(f"prompt of {len(tokens)} tokens exceeds n_ctx={self.n_ctx}")
-        if kwargs.get("logprobs"):
-            message = self._first_token_logprobs(tokens, int(kwargs.get("top_logprobs") or 20))
-        else:
-            message = self._complete(tokens, stop, kwargs)
+        try:
+            if kwargs.get("logprobs"):
+                message = self._first_token_logprobs(tokens, int(kwargs.get("top_logprobs") or 20))
+            else:
+                message = self._complete(tokens, stop, kwargs)
+        except RuntimeError as exc:  # llama_decode failures surface as RuntimeError
+            raise LLMError(f"llama.cpp failed: {exc}") from exc
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _first_token_logprobs(self, tokens: list[int], top: int) -> AIMessage:

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from retrieval.data import Dataset
 from retrieval.drift import js_divergence
+from retrieval.errors import ConfigError
 from retrieval.forecast import (
     AutoregressiveForecaster,
     ExpSmoothingForecaster,
@@ -36,7 +37,6 @@ from retrieval.forecast import (
     TunedSmoothingForecaster,
     WindowMeanForecaster,
 )
-from retrieval.errors import ConfigError
 from retrieval.forecast_gru import GRUForecaster
 from retrieval.index import VectorIndex
 from retrieval.timeline import Window, build_timeline

@@ -352,7 +352,8 @@ def _score(model: Recommender, stage: Stage, cands: list[RankedCandidates] | Non
     """Target ranks (n_users,) and each user's top `coverage_k` item ids."""
     col = {item: c for c, item in enumerate(item_ids)}
     rng = np.random.default_rng([config.seed, 7]) if config.ties == "random" else None
-    ranks, tops = [], []
+    ranks: list[np.ndarray] = []
+    tops: list[list[str]] = []
     bar = tqdm(total=len(stage), desc=f"score {model.name}", unit="user", disable=not config.progress, leave=False)
     for start in range(0, len(stage), config.batch_size):
         inputs = stage.inputs[start:start + config.batch_size]

@@ -200,7 +200,8 @@ def paired_comparison(a: np.ndarray, b: np.ndarray, metric: str = "", n_boot: in
     low, high = np.quantile(means, [0.025, 0.975])
     # Two-sided percentile-bootstrap p-value: twice the share of resampled means on the far side of
     # zero (consistent with the percentile CI: the 95% CI excludes 0 exactly when p < 0.05).
-    p = float(min(1.0, 2 * min(np.mean(means <= 0), np.mean(means >= 0)))) if len(d) else 1.0
+    below, above = float(np.mean(means <= 0)), float(np.mean(means >= 0))
+    p = min(1.0, 2 * min(below, above)) if len(d) else 1.0
     return PairedComparison(metric, float(a.mean()) if len(a) else 0.0, float(b.mean()) if len(b) else 0.0,
                             float(d.mean()) if len(d) else 0.0, (float(low), float(high)), p, len(d),
                             int((d > 0).sum()), int((d < 0).sum()))

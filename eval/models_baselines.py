@@ -139,11 +139,12 @@ class InterestModel(Recommender):
 
         self.train = train
         cache = default_cache() if self.cache else None
-        self.index = _index_from_cache(train, cache, self.backend) if self.embedder_name in (
+        index = _index_from_cache(train, cache, self.backend) if self.embedder_name in (
             "sentence-transformers", "st") else None
-        if self.index is None:
-            self.index = build_index(train.catalog, make_embedder(self.embedder_name), self.backend,
-                                     cache=cache, progress=False)
+        if index is None:
+            index = build_index(train.catalog, make_embedder(self.embedder_name), self.backend,
+                                cache=cache, progress=False)
+        self.index = index
         self.item_vectors = self.index.vectors[self.index.rows(list(train.item_ids))]
         pop = train_popularity(train)
         self.fallback = pop / max(pop.max(), 1.0)

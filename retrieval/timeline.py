@@ -211,9 +211,10 @@ def _shift_evidence(windows: Sequence[Window], t: int, strength: float, span: in
 
     before = mean_shares([w.categories for w in windows[max(0, t - span):t]])
     after = mean_shares([w.categories for w in windows[t:t + span]])
-    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in set(before) | set(after)}
-    lost = tuple(k for k, d in sorted(delta.items(), key=lambda kv: kv[1]) if d < -0.05)
-    gained = tuple(k for k, d in sorted(delta.items(), key=lambda kv: -kv[1]) if d > 0.05)
+    # Sorted keys and name tie-breaks: set order varies between runs (string hashing is randomised).
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in sorted(set(before) | set(after))}
+    lost = tuple(k for k, d in sorted(delta.items(), key=lambda kv: (kv[1], kv[0])) if d < -0.05)
+    gained = tuple(k for k, d in sorted(delta.items(), key=lambda kv: (-kv[1], kv[0])) if d > 0.05)
     support = windows[t - 1].items[-per_side:] + windows[t].items[:per_side]
     return InterestShift(windows[t].start, t, lost[:3], gained[:3], strength, support)
 

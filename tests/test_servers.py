@@ -165,7 +165,7 @@ def test_chat_recommends_and_refuses_unknown_titles(served: Served, world: World
     reranker = LLMReranker(served.client, world.ds.catalog, RerankConfig())
     explainer = Explainer(world.ds.catalog, served.client, world.index, ExplainConfig(max_tokens=60))
     agent = RecommenderAgent(world.ds, world.gen, world.index, client=served.client, reranker=reranker,
-                             explainer=explainer, config=AgentConfig(chat_k=2, candidates=20))
+                             explainer=explainer, config=AgentConfig(chat_k=1, candidates=20))
     session = ChatSession(user=USER)
     seen = {e.item for e in world.ds.history(USER)}
     replies: list[ChatReply] = []
@@ -192,7 +192,7 @@ def test_chat_recommends_and_refuses_unknown_titles(served: Served, world: World
         if reply.flags["route"] == "keywords":
             assert reply.intent == intent
     if first.intent == "recommend":
-        assert first.recommendations is not None and len(first.recommendations.items) == 2
+        assert first.recommendations is not None and len(first.recommendations.items) == 1
         assert first.recommendations.flags["rerank_method"] == "logprobs"
         assert first.recommendations.flags["rerank_fallback"] is False
     if second.intent == "more_like":  # an unknown title is said to be unknown, never matched to a guess
