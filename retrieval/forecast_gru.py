@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from retrieval.errors import ConfigError
 from retrieval.forecast import Forecaster, Prediction, _prior, _to_shares, _unit, share_matrix, vector_matrix
 from retrieval.timeline import Window
+
+if TYPE_CHECKING:
+    from retrieval.gru_net import GRUNet
 
 
 class GRUForecaster(Forecaster):
@@ -34,7 +38,7 @@ class GRUForecaster(Forecaster):
                  patience: int = 10, seed: int = 0) -> None:
         self.hidden, self.epochs, self.lr, self.max_windows, self.seed = hidden, epochs, lr, max_windows, seed
         self.patience = patience
-        self.model = None
+        self.model: GRUNet | None = None
         self.prior = np.zeros(0)
         self.prior_vector: np.ndarray | None = None
         self.history: list[float] = []  # validation loss per epoch

@@ -18,6 +18,9 @@ class GRUNet(nn.Module):
         prior_vector: (dim,) population mean window vector, or None when windows carry no vectors.
     """
 
+    prior: torch.Tensor  # buffers, registered in __init__
+    prior_vector: torch.Tensor
+
     def __init__(self, n_in: int, hidden: int, n_cat: int, prior: np.ndarray, prior_vector: np.ndarray | None) -> None:
         super().__init__()
         self.inp = nn.Linear(n_in, hidden)

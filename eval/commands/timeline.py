@@ -67,10 +67,10 @@ def plot_evolution(evo: Evolution, out: Path, top: int = 8) -> Path:
     other = 1.0 - np.sum(ys, axis=0) if ys else np.ones(len(x))
     has_other = bool(np.any(other > 1e-9))
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    colors = plt.get_cmap("tab10").colors
+    cmap = plt.get_cmap("tab10")
     ax.stackplot(x, *ys, *([np.clip(other, 0, 1)] if has_other else []),
                  labels=cats + (["other"] if has_other else []),
-                 colors=[colors[i % 10] for i in range(len(cats))] + (["#cccccc"] if has_other else []), alpha=0.9)
+                 colors=[cmap(i % 10) for i in range(len(cats))] + (["#cccccc"] if has_other else []), alpha=0.9)
     for s in evo.shifts:
         ax.axvline(s.window - 0.5, color="black", lw=2, ls="--")
         # Inside the axes, rotated: labels above the plot would collide with the title.
