@@ -302,7 +302,7 @@ def convert_gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
     model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name)
     # The dequantized weights are plain tensors; the GGUF quantizer and its config entry would make
     # save_pretrained refuse, and vLLM would look for a GGUF quantization method.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=name)

@@ -126,13 +126,15 @@ def plot(result: EvalResult, out_dir: Path) -> list[Path]:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    labels = [f"{lo}-{hi}" if hi < 10**9 else f"{lo}+" for lo, hi in BUCKETS]
+    counts_all = [int(((result.history_lengths >= lo) & (result.history_lengths <= hi)).sum()) for lo, hi in BUCKETS]
+    buckets = [b for b, n in zip(BUCKETS, counts_all, strict=True) if n]  # empty buckets would be blank bars
+    counts = [n for n in counts_all if n]
+    labels = [f"{lo}-{hi}" if hi < 10**9 else f"{lo}+" for lo, hi in buckets]
     width = 0.8 / max(len(result.models), 1)
     for j, name in enumerate(result.models):
         per = bucket_ndcg(result, name)
-        ax.bar(np.arange(len(BUCKETS)) + j * width, [100 * per.get(b, 0.0) for b in BUCKETS], width, label=name)
-    counts = [int(((result.history_lengths >= lo) & (result.history_lengths <= hi)).sum()) for lo, hi in BUCKETS]
-    ax.set_xticks(np.arange(len(BUCKETS)) + 0.4 - width / 2)
+        ax.bar(np.arange(len(buckets)) + j * width, [100 * per.get(b, 0.0) for b in buckets], width, label=name)
+    ax.set_xticks(np.arange(len(buckets)) + 0.4 - width / 2)
     ax.set_xticklabels([f"{lab}\n(n={n})" for lab, n in zip(labels, counts, strict=True)], fontsize=8)
     ax.set_xlabel("events in the user's input history")
     ax.set_ylabel("NDCG@10 ×100")

