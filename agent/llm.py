@@ -237,8 +237,8 @@ class LLMClient:
         if not isinstance(message, AIMessage):
             raise LLMError(f"{self.model_id}: expected an AIMessage, got {type(message).__name__}")
         text = message.content if isinstance(message.content, str) else json.dumps(message.content)
-        usage = message.usage_metadata or {}
-        prompt_tokens = int(usage.get("input_tokens") or 0) or sum(
+        reported = message.usage_metadata["input_tokens"] if message.usage_metadata else 0
+        prompt_tokens = int(reported or 0) or sum(
             self.count_tokens(str(m.content)) for m in messages)
         reply = ChatReply(text=text, top_logprobs=parse_top_logprobs(message) if top_logprobs else {},
                           prompt_tokens=prompt_tokens, latency_s=latency, message=message)
@@ -369,9 +369,10 @@ class EmbeddedChatModel(BaseChatModel):
         logits = logits - logits.max()
         logp = logits - math.log(float(np.exp(logits).sum()))
         best = np.argsort(-logp)[:top]
-        entries = [{"token": self._piece(int(t)), "logprob": float(logp[t])} for t in best]
-        content = [{"token": entries[0]["token"], "logprob": entries[0]["logprob"], "top_logprobs": entries}]
-        return AIMessage(content=entries[0]["token"], response_metadata={"logprobs": {"content": content}},
+        pieces = [(self._piece(int(t)), float(logp[t])) for t in best]
+        entries: list[dict[str, Any]] = [{"token": tok, "logprob": lp} for tok, lp in pieces]
+        content = [{"token": pieces[0][0], "logprob": pieces[0][1], "top_logprobs": entries}]
+        return AIMessage(content=pieces[0][0], response_metadata={"logprobs": {"content": content}},
                          usage_metadata={"input_tokens": len(tokens), "output_tokens": 1,
                                          "total_tokens": len(tokens) + 1})
 
@@ -416,7 +417,7 @@ def _max_tokens_payload(base: type) -> Callable[..., dict[str, Any]]:
     (a 1-token logprob call would otherwise generate up to its default); vLLM reads both.
     """
     def payload(self: Any, input_: Any, *, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
-        out: dict[str, Any] = base._get_request_payload(self, input_, stop=stop, **kwargs)
+        out: dict[str, Any] = getattr(base, "_get_request_payload")(self, input_, stop=stop, **kwargs)  # noqa: B009
         if "max_completion_tokens" in out:
             out["max_tokens"] = out.pop("max_completion_tokens")
         return out

@@ -67,6 +67,7 @@ def test_learns_planted_sequential_pattern(trained: tuple[SequentialModel, Datas
     assert recall > 0.8, recall
 
 
+@pytest.mark.slow
 def test_bce_and_ablations_learn_too() -> None:
     ds = chain_dataset()
     train, valid, test_in, test_t = loo(ds)
@@ -76,6 +77,7 @@ def test_bce_and_ablations_learn_too() -> None:
     assert ndcg > 0.3, ndcg
 
 
+@pytest.mark.slow
 def test_time_features_learn_a_pattern_only_time_reveals() -> None:
     """The next item depends only on the gap before the last event: short gap → item a, long gap → b."""
     items = [Item(id=i, title=f"thing {i}") for i in ("a", "b", *[f"x{j}" for j in range(10)])]
@@ -232,3 +234,12 @@ def test_fusion_generator_and_tuning_prefer_the_generator_that_finds_targets() -
     assert recall_at(FusionGenerator([bad, good]).generate_batch(users, 1), targets, 1) == 0.0
     with pytest.raises(ConfigError):
         FusionGenerator([bad, good], [0.0, 0.0])
+
+
+def test_sampled_softmax_learns_the_planted_pattern() -> None:
+    ds = chain_dataset(n_users=30, length=10)
+    train, valid, test_in, test_t = loo(ds)
+    cfg = TINY.model_copy(update={"loss": "sampled", "negatives": 8, "epochs": 10, "use_text": False})
+    model, _ = fit_sequential(ds.catalog.ids, train, cfg, valid=valid, progress=False)
+    ndcg, _ = ranking_metrics(model, [model.arrays(x) for x in test_in], model.rows(test_t))
+    assert ndcg > 0.5, ndcg  # random ≈ 0.1
