@@ -167,7 +167,7 @@ def tool_specs() -> list[dict[str, Any]]:
 def _call_errors() -> tuple[type[BaseException], ...]:
     """Exceptions meaning "this call failed" (timeouts, connections, HTTP errors of server clients)."""
     errors: list[type[BaseException]] = [LLMError, TimeoutError, ConnectionError, OSError]
-    for module, name in (("openai", "APIError"), ("httpx", "HTTPError")):
+    for module, name in (("openai", "OpenAIError"), ("httpx", "HTTPError")):
         try:
             errors.append(getattr(__import__(module), name))
         except ImportError:

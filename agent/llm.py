@@ -168,7 +168,9 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
     try:
         import openai
 
-        errors.append(openai.APIError)
+        # OpenAIError, not APIError: LengthFinishReasonError (a structured reply cut at max_tokens)
+        # derives from OpenAIError only, and it is a failed call, not a bug.
+        errors.append(openai.OpenAIError)
     except ImportError:
         pass
     try:

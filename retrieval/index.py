@@ -151,7 +151,10 @@ class VectorIndex:
 
     def rows(self, item_ids: Sequence[str]) -> np.ndarray:
         """Rows of external ids, shape (n,) int64."""
-        return np.fromiter((self.row(i) for i in item_ids), dtype=np.int64, count=len(item_ids))
+        try:
+            return np.array([self._row[i] for i in item_ids], dtype=np.int64)
+        except KeyError as exc:
+            raise UnknownItemError(f"item {exc.args[0]!r} is not in the index") from None
 
     def vector(self, item_id: str) -> np.ndarray:
         """The stored vector of one item, shape (dim,)."""

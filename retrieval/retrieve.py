@@ -90,16 +90,16 @@ class InterestRetriever(CandidateGenerator):
         self.histories = histories
         self.config = config or InterestConfig()
         self.popularity = PopularityGenerator(histories)
-        # Per-user (rows, times, seen) arrays, computed once: histories are fixed for a retriever.
-        self._arrays: dict[str, tuple[np.ndarray, np.ndarray, frozenset[str]]] = {}
+        # Per-user (rows, times) arrays, computed once: histories are fixed for a retriever.
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    def _user_arrays(self, user: str) -> tuple[np.ndarray, np.ndarray, frozenset[str]]:
+    def _user_arrays(self, user: str) -> tuple[np.ndarray, np.ndarray]:
         found = self._arrays.get(user)
         if found is None:
             events = _history(self.histories, user)
             rows = self.index.rows([ev.item for ev in events])
-            times = np.fromiter((ev.timestamp.timestamp() for ev in events), dtype=np.float64, count=len(events))
-            found = (rows, times, frozenset(ev.item for ev in events))
+            times = np.array([ev.timestamp.timestamp() for ev in events], dtype=np.float64)
+            found = (rows, times)
             self._arrays[user] = found
         return found
 
@@ -129,7 +129,7 @@ class InterestRetriever(CandidateGenerator):
             times = np.zeros((len(part), width), dtype=np.float64)
             mask = np.zeros((len(part), width), dtype=bool)
             for b, i in enumerate(part):
-                r, t, _ = arrays[i]
+                r, t = arrays[i]
                 n = min(width, len(r))
                 rows[b, width - n:], times[b, width - n:], mask[b, width - n:] = r[-n:], t[-n:], True
             short, long = interest_vectors_batch(self.index.vectors[rows], times, mask, self.config)
@@ -143,20 +143,37 @@ class InterestRetriever(CandidateGenerator):
     def search_queries(self, users: Sequence[str], queries: np.ndarray, has: Sequence[bool], k: int,
                        source: str) -> list[list[Candidate]]:
         """Search (len(users), dim) queries; drop each user's seen items; popularity where has is False."""
-        seen = [self._user_arrays(u)[2] for u in users]
-        depth = k + max((len(s) for s in seen), default=0)
+        arrays = [self._user_arrays(u) for u in users]
+        depth = k + max((len(a[0]) for a in arrays), default=0)  # enough even if every seen item ranks first
         scores, rows = self.index.search_rows(queries, depth)
+        keep = _unseen_mask(rows, [a[0] for a in arrays], len(self.index), k)
         ids = self.index.ids
         out: list[list[Candidate]] = []
-        for user, s_row, r_row, seen_u, ok in zip(users, scores, rows, seen, has, strict=True):
+        for user, s_row, r_row, keep_row, ok in zip(users, scores, rows, keep, has, strict=True):
             if not ok:
                 out.append(self.popularity.generate(user, k))
                 continue
-            picks: list[Candidate] = []
-            for s, r in zip(s_row.tolist(), r_row.tolist(), strict=True):
-                if r >= 0 and ids[r] not in seen_u:
-                    picks.append(Candidate(ids[r], s, source))
-                    if len(picks) == k:
-                        break
+            picks = [Candidate(ids[r], s, source)
+                     for s, r in zip(s_row[keep_row].tolist(), r_row[keep_row].tolist(), strict=True)]
             out.append(picks)
         return out
+
+
+def _unseen_mask(rows: np.ndarray, seen_rows: Sequence[np.ndarray], n_items: int, k: int) -> np.ndarray:
+    """Which search results to keep: real rows the user has not seen, the first k per user.
+
+    Args:
+        rows: (users, depth) result rows, -1 for padding.
+        seen_rows: per user, the rows of the items they have seen.
+        n_items: rows in the index (keys are user * n_items + row, so one sorted lookup serves all users).
+        k: results to keep per user.
+
+    Returns:
+        (users, depth) bool.
+    """
+    lengths = np.array([len(r) for r in seen_rows], dtype=np.int64)
+    seen_keys = np.concatenate([*seen_rows, np.zeros(0, dtype=np.int64)]).astype(np.int64)
+    seen_keys += np.repeat(np.arange(len(seen_rows), dtype=np.int64) * n_items, lengths)
+    keys = rows + np.arange(len(rows), dtype=np.int64)[:, None] * n_items
+    keep = (rows >= 0) & ~np.isin(keys, seen_keys)
+    return keep & (np.cumsum(keep, axis=1) <= k)
