@@ -33,6 +33,9 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="flat", choices=("flat", "hnsw", "ivf", "numpy"),
                    help="vector index backend (flat = exact FAISS inner product)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the on-disk embedding cache")
+    p.add_argument("--retriever", default="hybrid", choices=("hybrid", "itemknn", "interest"),
+                   help="candidate generator: hybrid = RRF of item-kNN and the attention-pooled interest "
+                        "retriever (default), itemknn, or interest")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,7 +115,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _recommend(args: argparse.Namespace, user: str | None) -> int:
-    from retrieval.retrieve import InterestRetriever
+    from retrieval.generators import make_generator
 
     if args.k < 1:
         raise DriftrecError("-k must be at least 1")
@@ -122,7 +125,8 @@ def _recommend(args: argparse.Namespace, user: str | None) -> int:
     index = _index(args, dataset)
     if args.explain:
         return _explained(args, dataset, index, user)
-    candidates = InterestRetriever(index, dataset.histories).generate(user, args.k)
+    generator = make_generator(args.retriever, index, dataset.histories, dataset.catalog.ids)
+    candidates = generator.generate(user, args.k)
     if args.json:
         print(json.dumps({"user": user, "items": [
             {"item_id": c.item_id, "title": dataset.catalog[c.item_id].title, "score": round(c.score, 6),

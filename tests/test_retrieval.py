@@ -78,3 +78,18 @@ def test_batched_pooling_equals_per_user(shift_dataset: Dataset) -> None:
     for row, user in zip(queries, histories):
         short, long = r.user_vectors(user)  # type: ignore[misc]
         np.testing.assert_allclose(row, fused_query(short, long, r.config.short_weight), atol=1e-5)
+
+
+def test_generators_by_name(shift_dataset: Dataset) -> None:
+    from retrieval.generators import make_generator
+
+    index = build_index(shift_dataset.catalog, HashingEmbedder(64), "numpy")
+    h, ids = shift_dataset.histories, shift_dataset.catalog.ids
+    with pytest.raises(ConfigError, match="valid: hybrid, itemknn, interest"):
+        make_generator("nope", index, h, ids)
+    for name in ("hybrid", "itemknn", "interest"):
+        picks = make_generator(name, index, h, ids).generate("u0", 10)
+        seen = {ev.item for ev in h["u0"]}
+        assert len(picks) == 10 and not seen & {c.item_id for c in picks}
+        # every planted user ends in the cooking phase: each generator must follow it
+        assert sum(c.item_id.startswith("cooking") for c in picks) >= 6, (name, picks)

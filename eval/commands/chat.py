@@ -29,7 +29,7 @@ def llm_args(p: argparse.ArgumentParser) -> None:
 def build_agent(args: argparse.Namespace, dataset: Any, index: Any) -> Any:
     """A RecommenderAgent from parsed CLI arguments (retriever, optional LLM reranker and explainer)."""
     from agent.agent import AgentConfig, RecommenderAgent
-    from retrieval.retrieve import InterestRetriever
+    from retrieval.generators import make_generator
 
     client = None
     reranker = None
@@ -44,7 +44,8 @@ def build_agent(args: argparse.Namespace, dataset: Any, index: Any) -> Any:
         if not args.no_rerank:
             reranker = LLMReranker(client, dataset.catalog)
     config = AgentConfig(chat_k=max(1, getattr(args, "k", 5)), routing=getattr(args, "routing", "auto"))
-    return RecommenderAgent(dataset, InterestRetriever(index, dataset.histories), index, client=client,
+    generator = make_generator(getattr(args, "retriever", "hybrid"), index, dataset.histories, dataset.catalog.ids)
+    return RecommenderAgent(dataset, generator, index, client=client,
                             reranker=reranker, config=config)
 
 
