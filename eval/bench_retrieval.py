@@ -25,15 +25,17 @@ def clustered_vectors(n: int, dim: int, n_clusters: int, rng: np.random.Generato
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def synthetic_histories(n_users: int, n_items: int, length: int, rng: np.random.Generator) -> dict[str, tuple[Event, ...]]:
+def synthetic_histories(n_users: int, n_items: int, length: int,
+                        rng: np.random.Generator) -> dict[str, tuple[Event, ...]]:
     start = datetime(2024, 1, 1, tzinfo=UTC)
     out = {}
     for u in range(n_users):
         items = rng.integers(0, n_items, length)
         days = np.sort(rng.uniform(0, 200, length))
-        out[f"u{u}"] = tuple(Event.model_construct(user=f"u{u}", item=f"i{i}", timestamp=start + timedelta(days=float(d)),
-                                                   action="view", rating=None, text=None, synthetic_time=False)
-                             for i, d in zip(items, days))
+        out[f"u{u}"] = tuple(Event.model_construct(user=f"u{u}", item=f"i{i}",
+                                                   timestamp=start + timedelta(days=float(d)), action="view",
+                                                   rating=None, text=None, synthetic_time=False)
+                             for i, d in zip(items, days, strict=True))
     return out
 
 
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     t = time.perf_counter()
     index = VectorIndex("synthetic", args.dim, args.backend)
     index.add([f"i{r}" for r in range(args.items)], clustered_vectors(args.items, args.dim, 200, rng))
-    index.backend  # build now, not inside the timed search
+    _ = index.backend  # build now, not inside the timed search
     print(f"index: {index} built in {time.perf_counter() - t:.1f}s")
     histories = synthetic_histories(args.users, args.items, args.history, rng)
     users = list(histories)
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     raw_batch = time.perf_counter() - t
 
     lat_ours, lat_raw = [], []
-    for u, q in zip(users[: args.single], queries[: args.single]):
+    for u, q in zip(users[: args.single], queries[: args.single], strict=True):
         retriever._arrays.pop(u, None)
         t = time.perf_counter()
         retriever.generate([u][0], args.k)
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"batched: driftrec {len(users) / ours_batch:,.0f} users/s ({ours_batch:.3f}s) | raw FAISS "
           f"{len(users) / raw_batch:,.0f} queries/s ({raw_batch:.3f}s) | ratio {ours_batch / raw_batch:.2f}x")
     print(f"per user: driftrec p50 {p(lat_ours, 50):.2f} ms p95 {p(lat_ours, 95):.2f} ms | raw FAISS "
-          f"p50 {p(lat_raw, 50):.2f} ms p95 {p(lat_raw, 95):.2f} ms | p50 ratio {np.median(lat_ours) / np.median(lat_raw):.2f}x")
+          f"p50 {p(lat_raw, 50):.2f} ms p95 {p(lat_raw, 95):.2f} ms | "
+          f"p50 ratio {np.median(lat_ours) / np.median(lat_raw):.2f}x")
 
 
 if __name__ == "__main__":

@@ -108,9 +108,9 @@ class SASRecModel(Recommender):
 
     def diagnostics(self) -> dict[str, float]:
         if self.report is None:
-            r = self.loaded_report
-            return {"loaded": 1.0, **{k: float(r[k]) for k in ("seconds", "best_epoch", "epochs_run", "best_ndcg10")
-                                      if isinstance(r.get(k), int | float)}}
+            saved = self.loaded_report
+            return {"loaded": 1.0, **{k: float(saved[k]) for k in ("seconds", "best_epoch", "epochs_run", "best_ndcg10")
+                                      if isinstance(saved.get(k), int | float)}}
         r = self.report
         return {"train_s": round(r.seconds, 1), "best_epoch": float(r.best_epoch), "epochs_run": float(r.epochs_run),
                 "val_ndcg@10": round(r.best_ndcg10, 5), "val_recall@10": round(r.best_recall10, 5),

@@ -13,7 +13,14 @@ from pathlib import Path
 
 from retrieval.data import Dataset
 from retrieval.errors import DatasetNotFoundError
-from retrieval.loaders import OnError, load_csv, load_movielens_100k, load_movielens_csv, load_movielens_dat, load_recbole
+from retrieval.loaders import (
+    OnError,
+    load_csv,
+    load_movielens_100k,
+    load_movielens_csv,
+    load_movielens_dat,
+    load_recbole,
+)
 
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 # sha256 of the two files driftrec reads, as published by GroupLens (checked after download).

@@ -9,6 +9,7 @@ import re
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -132,7 +133,7 @@ class SentenceTransformerEmbedder(Embedder):
             self._model = SentenceTransformer(source, device=device)
         except OSError as exc:
             raise ConfigError(f"cannot load embedding model {model!r}: {exc}".splitlines()[0]) from exc
-        self.dim = int(self._model.get_embedding_dimension())
+        self.dim = int(cast(int, self._model.get_embedding_dimension()))  # stub says int | None
 
     def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
         return self._model.encode(list(texts), batch_size=len(texts), normalize_embeddings=True,

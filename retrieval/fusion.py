@@ -72,8 +72,8 @@ class FusionGenerator(CandidateGenerator):
 
     def generate_batch(self, users: Sequence[str], k: int) -> list[list[Candidate]]:
         depth = max(k, self.depth or 100)
-        per = [g.generate_batch(users, depth) if w > 0 else [[] for _ in users]
-               for g, w in zip(self.generators, self.weights, strict=True)]
+        per: list[list[list[Candidate]]] = [g.generate_batch(users, depth) if w > 0 else [[] for _ in users]
+                                            for g, w in zip(self.generators, self.weights, strict=True)]
         return [rrf_fuse([p[u] for p in per], self.weights, k, self.rrf_k, self.name) for u in range(len(users))]
 
 

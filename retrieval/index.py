@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,11 +73,12 @@ class FaissBackend(Backend):
     """FAISS flat / HNSW / IVF inner-product index, moved to GPU when faiss sees one."""
 
     def __init__(self, vectors: np.ndarray, kind: str = "flat", hnsw_m: int = 32, nlist: int | None = None,
-                 nprobe: int = 16, prebuilt: object | None = None) -> None:
+                 nprobe: int = 16, prebuilt: Any | None = None) -> None:
         super().__init__(vectors)
         faiss = _faiss()
         self.name, self.exact = kind, kind == "flat"
         dim = vectors.shape[1]
+        index: Any  # a faiss index (faiss ships no type information)
         if prebuilt is not None:
             index = prebuilt
         elif kind == "flat":

@@ -44,7 +44,7 @@ class _Rows:
             raise DataError(f"{file}:{line}: {reason}")
         self.report.skipped.append(SkippedRow(str(file), line, reason))
 
-    def build(self, make: Callable[[], Any], file: str | Path, line: int) -> Any:
+    def build(self, make: Callable[..., Any], file: str | Path, line: int) -> Any:
         """Run a pydantic constructor; a validation failure becomes a bad row."""
         try:
             return make()
@@ -279,7 +279,8 @@ def parse_time(value: Any) -> datetime:
     """Epoch seconds (number or numeric string) or ISO 8601; naive times are taken as UTC."""
     if isinstance(value, datetime):
         dt = value
-    elif isinstance(value, (int, float)) or (isinstance(value, str) and value.strip().lstrip("-").replace(".", "", 1).isdigit()):
+    elif isinstance(value, int | float) or (
+            isinstance(value, str) and value.strip().lstrip("-").replace(".", "", 1).isdigit()):
         return _epoch(str(value))
     elif isinstance(value, str):
         dt = datetime.fromisoformat(value.strip())
@@ -342,7 +343,7 @@ def load_csv(events_file: str | Path, items_file: str | Path, columns: ColumnMap
     return _finish(items, events, rows, name or efile.stem, where)
 
 
-def _guarded(rows: _Rows, file: Path | str, lineno: int, make: Callable[[], Any]) -> Any:
+def _guarded(rows: _Rows, file: Path | str, lineno: int, make: Callable[..., Any]) -> Any:
     try:
         return rows.build(make, file, lineno)
     except KeyError as exc:

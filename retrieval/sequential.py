@@ -139,6 +139,8 @@ class SASRecNet(nn.Module):
         text: (n_items, text_dim) float32 text vectors, required when config.use_text.
     """
 
+    text: torch.Tensor  # buffer, registered only when config.use_text
+
     def __init__(self, n_items: int, config: SeqConfig, text: np.ndarray | None = None) -> None:
         super().__init__()
         if config.hidden % config.heads:

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from retrieval.data import Catalog, Event
 from retrieval.embed import Embedder, EmbeddingCache
 from retrieval.errors import ConfigError
-from retrieval.sequential import SeqConfig, SequentialModel
+from retrieval.sequential import SASRecNet, SeqConfig, SequentialModel
 
 Arrays = tuple[np.ndarray, np.ndarray]  # (rows (n,) int64, seconds (n,) float64)
 
@@ -243,7 +243,7 @@ def _length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generat
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def _loss(net: torch.nn.Module, hidden: torch.Tensor, target: torch.Tensor, cfg: SeqConfig,
+def _loss(net: SASRecNet, hidden: torch.Tensor, target: torch.Tensor, cfg: SeqConfig,
           sampler: torch.Generator) -> torch.Tensor:
     """hidden (N, H), target (N,) padded item indices (row + 1)."""
     if cfg.loss == "ce":

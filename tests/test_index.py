@@ -31,7 +31,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 def _recall(got: list[list[tuple[str, float]]], want: list[list[tuple[str, float]]]) -> float:
-    hits = sum(len({i for i, _ in g} & {i for i, _ in w}) for g, w in zip(got, want))
+    hits = sum(len({i for i, _ in g} & {i for i, _ in w}) for g, w in zip(got, want, strict=True))
     return hits / sum(len(w) for w in want)
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 import pandas as pd
@@ -27,7 +28,7 @@ def test_ml100k_real(ml100k_path: Path) -> None:
     assert ds.catalog["1"].title == "Toy Story (1995)"
     assert ds.catalog["1"].categories == ("Animation", "Children's", "Comedy")
     h = ds.history("196")
-    assert all(a.timestamp <= b.timestamp for a, b in zip(h, h[1:]))
+    assert all(a.timestamp <= b.timestamp for a, b in pairwise(h))
     assert h[0].timestamp.tzinfo is not None and h[0].action == "rate"
     assert not ds.synthetic_time and not ds.report.skipped
     assert repr(ds.catalog) == "<Catalog 1,682 items>"

@@ -20,7 +20,7 @@ def test_recent_interest_dominates_short_term(shift_dataset: Dataset) -> None:
     cands = retriever.generate_batch(shift_dataset.users, 10)
     topics = Counter(c.item_id.split("-")[0] for row in cands for c in row)
     assert topics["cooking"] >= 0.9 * sum(topics.values())
-    for user, row in zip(shift_dataset.users, cands):
+    for user, row in zip(shift_dataset.users, cands, strict=True):
         seen = {e.item for e in shift_dataset.history(user)}
         assert len(row) == 10 and not seen & {c.item_id for c in row}
         assert all(c.source == "interest" for c in row)
@@ -75,7 +75,7 @@ def test_batched_pooling_equals_per_user(shift_dataset: Dataset) -> None:
     r = InterestRetriever(index, histories)
     queries, has = r.queries(list(histories))
     assert all(has)
-    for row, user in zip(queries, histories):
+    for row, user in zip(queries, histories, strict=True):
         short, long = r.user_vectors(user)  # type: ignore[misc]
         np.testing.assert_allclose(row, fused_query(short, long, r.config.short_weight), atol=1e-5)
 
