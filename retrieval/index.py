@@ -6,11 +6,7 @@ implement one method, `search_batch`. The numpy backend is the exact answer key 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +15,7 @@ import numpy as np
 
 from retrieval import __version__
 from retrieval.errors import ConfigError, IndexStateError, MissingDependencyError, UnknownItemError
+from retrieval.store import sha256_file, write_atomically
 
 BACKENDS = ("flat", "hnsw", "ivf", "numpy")
 _FILES = ("vectors.npy", "ids.json")
@@ -223,22 +220,14 @@ class VectorIndex:
 
     def save(self, directory: str | Path) -> Path:
         """Write vectors.npy, ids.json and manifest.json atomically (temp dir + rename). No pickle."""
-        target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-index-", dir=target.parent))
-        np.save(tmp / "vectors.npy", self.vectors, allow_pickle=False)
-        (tmp / "ids.json").write_text(json.dumps(self.ids))
+        def write(tmp: Path) -> None:
+            np.save(tmp / "vectors.npy", self.vectors, allow_pickle=False)
+            (tmp / "ids.json").write_text(json.dumps(self.ids))
+
         manifest = {"format": "driftrec-index/1", "driftrec_version": __version__, "embedder": self.embedder,
                     "dim": self.dim, "count": len(self.ids), "metric": "inner_product",
-                    "backend": self.backend_name,
-                    "sha256": {f: _sha256(tmp / f) for f in _FILES}}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        old = target.with_name(f".old-{target.name}")
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-        return target
+                    "backend": self.backend_name}
+        return write_atomically(directory, ".tmp-index-", write, manifest, _FILES)
 
     @classmethod
     def load(cls, directory: str | Path, embedder: str | None = None, backend: str | None = None) -> VectorIndex:
@@ -260,7 +249,7 @@ class VectorIndex:
         for f in _FILES:
             if not (root / f).is_file():
                 raise IndexStateError(f"{root}: partial index, {f} is missing; rebuild with `driftrec index`")
-            if _sha256(root / f) != expected.get(f):
+            if sha256_file(root / f) != expected.get(f):
                 raise IndexStateError(f"{root / f}: checksum mismatch, the index is corrupted; rebuild it")
         if embedder is not None and embedder != made_by:
             raise IndexStateError(f"{root}: built with embedder {made_by!r}, but {embedder!r} is in use; "
@@ -274,11 +263,3 @@ class VectorIndex:
         index._row = {item_id: r for r, item_id in enumerate(index.ids)}
         index.vectors = vectors.astype(np.float32, copy=False)
         return index
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -16,9 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -34,6 +31,7 @@ from retrieval.data import Event
 from retrieval.errors import ConfigError, IndexStateError, UnknownUserError
 from retrieval.index import VectorIndex
 from retrieval.retrieve import Candidate, CandidateGenerator, PopularityGenerator
+from retrieval.store import sha256_file, write_atomically
 
 FORMAT = "driftrec-sequential/1"
 _FILES = ("model.pt", "ids.json", "config.json")
@@ -322,23 +320,15 @@ class SequentialModel:
 
     def save(self, directory: str | Path) -> Path:
         """Write model.pt (state_dict), ids.json, config.json and manifest.json atomically. No pickle."""
-        target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-seq-", dir=target.parent))
-        torch.save({k: v.cpu() for k, v in self.net.state_dict().items()}, tmp / "model.pt")
-        (tmp / "ids.json").write_text(json.dumps(self.item_ids))
-        (tmp / "config.json").write_text(self.config.model_dump_json(indent=2))
+        def write(tmp: Path) -> None:
+            torch.save({k: v.cpu() for k, v in self.net.state_dict().items()}, tmp / "model.pt")
+            (tmp / "ids.json").write_text(json.dumps(self.item_ids))
+            (tmp / "config.json").write_text(self.config.model_dump_json(indent=2))
+
         text_dim = int(self.net.text.shape[1]) if self.config.use_text else 0
         manifest = {"format": FORMAT, "driftrec_version": __version__, "count": len(self.item_ids),
-                    "hidden": self.config.hidden, "text_dim": text_dim, "text_embedder": self.text_embedder,
-                    "sha256": {f: _sha256(tmp / f) for f in _FILES}}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        old = target.with_name(f".old-{target.name}")
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-        return target
+                    "hidden": self.config.hidden, "text_dim": text_dim, "text_embedder": self.text_embedder}
+        return write_atomically(directory, ".tmp-seq-", write, manifest, _FILES)
 
     @classmethod
     def load(cls, directory: str | Path, item_ids: Sequence[str] | None = None, text_embedder: str | None = None,
@@ -363,7 +353,7 @@ class SequentialModel:
         for f in _FILES:
             if not (root / f).is_file():
                 raise IndexStateError(f"{root}: partial model directory, {f} is missing; retrain")
-            if _sha256(root / f) != expected.get(f):
+            if sha256_file(root / f) != expected.get(f):
                 raise IndexStateError(f"{root / f}: checksum mismatch, the model is corrupted; retrain")
         config = SeqConfig.model_validate_json((root / "config.json").read_text())
         ids = json.loads((root / "ids.json").read_text())
@@ -386,14 +376,6 @@ class SequentialModel:
         except RuntimeError as exc:
             raise IndexStateError(f"{root}: weights do not match config.json ({exc})") from exc
         return model
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class SequentialGenerator(CandidateGenerator):
