@@ -113,10 +113,10 @@ class RecommenderAgent:
                          rerank_prompt_tokens=result.prompt_tokens, rerank_latency_s=round(result.latency_s, 3))
         else:
             flags["rerank_method"] = "none"
-        return self._package(user_id, history, candidates[:k], explain, flags)
+        return self._package(user_id, history, candidates[:k], explain, flags, k)
 
     def _package(self, user_id: str, history: Sequence[Event], picks: Sequence[Candidate], explain: bool,
-                 flags: Flags) -> Recommendation:
+                 flags: Flags, k: int) -> Recommendation:
         items = tuple(c.item_id for c in picks)
         explanations: tuple[Explanation, ...] = ()
         shift = None
@@ -125,7 +125,7 @@ class RecommenderAgent:
             shift = self.interest_shift(user_id)
             flags["explanations_template"] = sum(e.text.source == "template" for e in explanations)
             flags["explanations_regenerated"] = sum(e.text.source == "regenerated" for e in explanations)
-        if len(items) < len(picks) or not items:
+        if len(items) < k:
             flags["short_list"] = True
         return Recommendation(user=user_id, items=items, titles=tuple(self.catalog[i].title for i in items),
                               scores=tuple(float(c.score) for c in picks), explanations=explanations,
@@ -252,7 +252,7 @@ class RecommenderAgent:
         k = self.config.chat_k
         picks = [Candidate(i, s, "more_like") for i, s in similar_items(self.index, anchor.id, k, skip)]
         flags["anchor"] = anchor.id
-        rec = self._package(user_id, history, picks, True, flags)
+        rec = self._package(user_id, history, picks, True, flags, k)
         session.remember(rec)
         intro = f"Titles close to {display_title(anchor.title)} that you have not seen:"
         return ChatReply(text=self._listing(intro, rec),
@@ -281,7 +281,7 @@ class RecommenderAgent:
             picks += [Candidate(i, float(n), "popularity") for i, n in popular
                       if i not in skip and i not in chosen and not recent & set(self.catalog[i].categories)]
             flags["widened_to_popularity"] = True
-        rec = self._package(user_id, history, picks[:k], True, flags)
+        rec = self._package(user_id, history, picks[:k], True, flags, k)
         session.remember(rec)
         from agent.evidence import join_words
 

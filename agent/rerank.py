@@ -362,8 +362,7 @@ class LLMReranker:
             fused = _standardise(retrieval)
             scores: dict[str, float] = {}
         else:
-            w = self.config.fusion_weight
-            fused = (1.0 - w) * _standardise(retrieval) + w * llm
+            fused = fuse(retrieval, llm, self.config.fusion_weight)
             scores = {c.item_id: float(s) for c, s in zip(head, llm, strict=True)}
         # Stable sort: ties keep retrieval order, so w = 0 reproduces the retriever exactly.
         best = sorted(range(len(head)), key=lambda i: -fused[i])

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from retrieval.errors import DriftrecError
+from retrieval.errors import ConfigError, DriftrecError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -118,7 +118,7 @@ def _recommend(args: argparse.Namespace, user: str | None) -> int:
     from retrieval.generators import make_generator
 
     if args.k < 1:
-        raise DriftrecError("-k must be at least 1")
+        raise ConfigError("-k must be at least 1")
     dataset = _load(args)
     user = user or dataset.users[0]
     history = dataset.history(user)

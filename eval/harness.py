@@ -234,7 +234,7 @@ def evaluate(dataset: Dataset, models: Sequence[str | Recommender], config: Eval
     results: dict[str, ModelResult] = {}
     store = RankStore(config.resume_dir) if config.resume_dir is not None else None
     for model in instances:
-        key = _fingerprint(dataset, test, config, model, models)
+        key = _fingerprint(dataset, split, test, config, model, models)
         saved = store.load(model.name, key) if store is not None and config.resume else None
         if saved is not None:
             results[model.name] = _summarise(model, *saved, len(item_ids), config)
@@ -337,6 +337,11 @@ def _instance(model: str | Recommender, config: EvalConfig) -> Recommender:
         return model
     kwargs = dict(config.model_kwargs.get(model, {}))
     params = inspect.signature(model_factory(model)).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown and not takes_any:
+        raise ConfigError(f"model {model!r} has no option {', '.join(unknown)}; "
+                          f"valid: {', '.join(params) or 'none'}")
     for key, value in {"seed": config.seed, "progress": config.progress, **config.defaults}.items():
         if key in params and key not in kwargs:
             kwargs[key] = value
@@ -387,10 +392,13 @@ def _score(model: Recommender, stage: Stage, cands: list[RankedCandidates] | Non
     return np.concatenate(ranks) if ranks else np.zeros(0), tops
 
 
-def _fingerprint(dataset: Dataset, test: Stage, config: EvalConfig, model: Recommender,
+def _fingerprint(dataset: Dataset, split: Split, test: Stage, config: EvalConfig, model: Recommender,
                  requested: Sequence[str | Recommender]) -> str:
     named = model.name in [m for m in requested if isinstance(m, str)]
-    facts = [dataset.name, len(dataset.catalog), dataset.n_events, test.users, test.target_items,
+    # The split's kind, cuts and training size: two splits with the same test targets can train on
+    # different events, and their ranks must not be reused for each other.
+    facts = [dataset.name, len(dataset.catalog), dataset.n_events, split.kind, sorted(split.notes.items()),
+             split.n_train_events, test.users, test.target_items,
              config.protocol, config.seed, config.ties, config.ks, config.coverage_k, config.tune,
              config.retriever if config.protocol == "rerank" else "", config.rerank_k,
              sorted(config.model_kwargs.get(config.retriever, {}).items()) if config.protocol == "rerank" else "",

@@ -94,7 +94,10 @@ class LLMRerankModel(Recommender):
             cand_objs = [Candidate(i, float(s), "retrieval") for i, s in zip(cands, r, strict=True)]
             result = self.reranker.rerank(hist, cand_objs)
             self.results.append(result)
-            llm.append(np.array([result.llm_scores.get(i, 0.0) for i in cands], dtype=np.float64))
+            # Candidates past the reranker's head were never shown to the LLM: below every judged one,
+            # not at the standardised mean (0.0), which would lift them over below-average items.
+            floor = min(result.llm_scores.values(), default=0.0) - 1.0
+            llm.append(np.array([result.llm_scores.get(i, floor) for i in cands], dtype=np.float64))
         return retrieval, llm
 
     def score_candidates(self, inputs: Sequence[Sequence[Event]],

@@ -104,36 +104,43 @@ class InterestRetriever(CandidateGenerator):
         return found
 
     def user_vectors(self, user: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """(short, long) interest vectors of shape (dim,), or None for an empty history."""
-        events = _history(self.histories, user)
-        if not events:
+        """(short, long) interest vectors of shape (dim,), or None for an empty history.
+
+        The exact one-user reference; `queries` computes the same vectors for many users at once.
+        """
+        rows, times = self._user_arrays(user)
+        if not len(rows):
             return None
-        rows = self.index.rows([ev.item for ev in events])
-        times = np.fromiter((ev.timestamp.timestamp() for ev in events), dtype=np.float64, count=len(events))
         return interest_vectors(self.index.vectors[rows], times, self.config)
 
-    def queries(self, users: Sequence[str], max_len: int = 200, chunk: int = 256) -> tuple[np.ndarray, list[bool]]:
+    def queries(self, users: Sequence[str], batch_events: int = 51_200) -> tuple[np.ndarray, list[bool]]:
         """Fused query per user, shape (len(users), dim), and which users had a history.
 
-        Histories are pooled in padded batches (the newest `max_len` events per user; older events
-        carry weight below 0.5**(age/half-life) and barely move the vector).
+        Whole histories are pooled in padded batches. Users are grouped by history length, and a
+        batch holds at most `batch_events` padded events, so a few very long histories (ml-100k has
+        users with 700 ratings in one day) neither get cut nor blow up a batch of short ones.
         """
         out = np.zeros((len(users), self.index.dim), dtype=np.float32)
         arrays = [self._user_arrays(u) for u in users]
         has = [len(a[0]) > 0 for a in arrays]
-        live = [i for i, ok in enumerate(has) if ok]
-        for start in range(0, len(live), chunk):
-            part = live[start:start + chunk]
-            width = min(max_len, max(len(arrays[i][0]) for i in part))
+        live = sorted((i for i, ok in enumerate(has) if ok), key=lambda i: len(arrays[i][0]))
+        start = 0
+        while start < len(live):
+            stop = start + 1
+            # live is sorted by length, so the last (longest) user of a batch sets its padded width
+            while stop < len(live) and (stop + 1 - start) * len(arrays[live[stop]][0]) <= batch_events:
+                stop += 1
+            part = live[start:stop]
+            width = len(arrays[part[-1]][0])
             rows = np.zeros((len(part), width), dtype=np.int64)
             times = np.zeros((len(part), width), dtype=np.float64)
             mask = np.zeros((len(part), width), dtype=bool)
             for b, i in enumerate(part):
                 r, t = arrays[i]
-                n = min(width, len(r))
-                rows[b, width - n:], times[b, width - n:], mask[b, width - n:] = r[-n:], t[-n:], True
+                rows[b, width - len(r):], times[b, width - len(r):], mask[b, width - len(r):] = r, t, True
             short, long = interest_vectors_batch(self.index.vectors[rows], times, mask, self.config)
             out[part] = fused_query(short, long, self.config.short_weight)
+            start = stop
         return out, has
 
     def generate_batch(self, users: Sequence[str], k: int) -> list[list[Candidate]]:

@@ -23,6 +23,9 @@ def test_cli_errors_are_one_line(tmp_path: Path, ml100k_path: Path, capsys: pyte
     assert err.startswith("driftrec: error: unknown user 'nobody'") and "\n" not in err
     assert main(["recommend", "--data", str(tmp_path / "missing"), "--user", "1"]) == 2
     assert main(["recommend", *base, "--index", str(tmp_path), "--user", "1"]) == 4
+    capsys.readouterr()
+    assert main(["recommend", *base, "--user", "196", "-k", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "driftrec: error: -k must be at least 1"
 
 
 def test_demo_real_embedder(ml100k_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

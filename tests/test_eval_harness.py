@@ -293,3 +293,13 @@ def test_rerank_ceiling_equals_the_tuned_retrievers_full_ranking_recall() -> Non
     assert rerank.retriever["recall@5"] == pytest.approx(full.models["itemknn"].metrics["recall@5"])
     np.testing.assert_array_equal(np.minimum(full.models["itemknn"].ranks, 6), np.minimum(
         rerank.models["itemknn"].ranks, 6))  # same ranks within the top 5, misses beyond
+
+
+def test_model_options_are_checked(tmp_path: Path, ml100k_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A misspelt option or an option for a model the run does not use is an error, not ignored."""
+    base = ["eval", "--dataset", str(ml100k_path), "--protocol", "full", "--models", "popularity",
+            "--users", "20", "--out", str(tmp_path)]
+    assert main([*base, "--model-arg", "popularity.bogus=1"]) == 2
+    assert "model 'popularity' has no option bogus" in capsys.readouterr().err
+    assert main([*base, "--model-arg", "itemkn.neighbours=5"]) == 2
+    assert "--model-arg names itemkn, which this run does not use" in capsys.readouterr().err

@@ -93,3 +93,18 @@ def test_generators_by_name(shift_dataset: Dataset) -> None:
         assert len(picks) == 10 and not seen & {c.item_id for c in picks}
         # every planted user ends in the cooking phase: each generator must follow it
         assert sum(c.item_id.startswith("cooking") for c in picks) >= 6, (name, picks)
+
+
+def test_batched_pooling_keeps_whole_long_histories(shift_dataset: Dataset) -> None:
+    """A history longer than a batch's event budget is pooled whole, exactly as one user alone."""
+    from retrieval.interests import fused_query
+
+    histories = dict(shift_dataset.histories)
+    long_user = tuple(ev.model_copy(update={"user": "long"}) for u in list(histories)[:10] for ev in histories[u])
+    histories["long"] = tuple(sorted(long_user, key=lambda e: e.timestamp))  # 240 events
+    index = build_index(shift_dataset.catalog, HashingEmbedder(64), "numpy")
+    r = InterestRetriever(index, histories)
+    queries, _ = r.queries(list(histories), batch_events=100)
+    for row, user in zip(queries, histories, strict=True):
+        short, long = r.user_vectors(user)  # type: ignore[misc]
+        np.testing.assert_allclose(row, fused_query(short, long, r.config.short_weight), atol=1e-5)

@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from retrieval.errors import DriftrecError
+from retrieval.errors import ConfigError
 
 
 def llm_args(p: argparse.ArgumentParser) -> None:
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from eval.cli import _index, _load
 
     if args.k < 1:
-        raise DriftrecError("-k must be at least 1")
+        raise ConfigError("-k must be at least 1")
     dataset = _load(args)
     dataset.history(args.user)  # unknown user: fail before loading models
     agent = build_agent(args, dataset, _index(args, dataset))

@@ -99,10 +99,15 @@ def run(args: argparse.Namespace) -> int:
         if args.dataset == "games":
             n = check_llmrank_split(split, locate_games())
             print(f"LLMRank split verified: {n:,} test/validation targets match Games-6k.test/valid.inter")
+    model_args = parse_model_args(args.model_arg)
+    stray = sorted(set(model_args) - set(models) - ({args.retriever} if args.protocol == "rerank" else set()))
+    if stray:
+        raise ConfigError(f"--model-arg names {', '.join(stray)}, which this run does not use "
+                          f"(models: {', '.join(models)})")
     print(f"{dataset!r}\n{split!r}")
     config = EvalConfig(protocol=args.protocol, seed=args.seed, n_users=args.users, retriever=args.retriever,
                         rerank_k=args.k, ties=args.ties, n_boot=args.n_boot, batch_size=args.batch_size,
-                        tune=not args.no_tune, model_kwargs=parse_model_args(args.model_arg),
+                        tune=not args.no_tune, model_kwargs=model_args,
                         defaults={"embedder": args.embedder}, progress=not args.no_progress,
                         resume_dir=args.out / "ranks", resume=args.resume)
     result = evaluate(dataset, models, config, split=split)
