@@ -36,6 +36,9 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retriever", default="hybrid", choices=("hybrid", "itemknn", "interest"),
                    help="candidate generator: hybrid = RRF of item-kNN and the attention-pooled interest "
                         "retriever (default), itemknn, or interest")
+    p.add_argument("--seq-model", default=None, metavar="DIR",
+                   help="a sequential model saved by `driftrec train` on this dataset: fused into the hybrid "
+                        "retriever with weight 1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,7 +128,8 @@ def _recommend(args: argparse.Namespace, user: str | None) -> int:
     index = _index(args, dataset)
     if args.explain:
         return _explained(args, dataset, index, user)
-    generator = make_generator(args.retriever, index, dataset.histories, dataset.catalog.ids)
+    generator = make_generator(args.retriever, index, dataset.histories, dataset.catalog.ids,
+                               seq_model=args.seq_model)
     candidates = generator.generate(user, args.k)
     if args.json:
         print(json.dumps({"user": user, "items": [

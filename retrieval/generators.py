@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from retrieval.errors import ConfigError
 from retrieval.fusion import FusionGenerator
@@ -20,7 +21,7 @@ KNN_HALF_LIFE = 1.0
 
 
 def make_generator(name: str, index: VectorIndex, histories: Histories, item_ids: Sequence[str],
-                   extra: Sequence[CandidateGenerator] = ()) -> CandidateGenerator:
+                   extra: Sequence[CandidateGenerator] = (), seq_model: str | Path | None = None) -> CandidateGenerator:
     """A candidate generator by name.
 
     Args:
@@ -29,13 +30,21 @@ def make_generator(name: str, index: VectorIndex, histories: Histories, item_ids
         index: item vectors (the interest retriever's index).
         histories: user → events, oldest first: what the generators may see.
         item_ids: the catalogue's item ids (item-kNN's columns).
-        extra: further generators fused into "hybrid" with weight 1 (e.g. a trained sequential model).
+        extra: further generators fused into "hybrid" with weight 1.
+        seq_model: a directory written by `driftrec train`; its sequential model joins "hybrid" with
+            weight 1 (it must have been trained on this catalogue: checked on load).
 
     Raises:
         ConfigError: unknown name (the message lists the valid ones).
     """
     if name not in GENERATORS:
         raise ConfigError(f"unknown retriever {name!r}; valid: {', '.join(GENERATORS)}")
+    if seq_model is not None:
+        if name != "hybrid":
+            raise ConfigError(f"a sequential model is fused only into the hybrid retriever, not {name!r}")
+        from retrieval.sequential import SequentialGenerator, SequentialModel  # torch: only when asked for
+
+        extra = [*extra, SequentialGenerator(SequentialModel.load(seq_model, item_ids=item_ids), histories)]
     interest = InterestRetriever(index, histories)
     if name == "interest":
         return interest

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,3 +109,15 @@ def test_batched_pooling_keeps_whole_long_histories(shift_dataset: Dataset) -> N
     for row, user in zip(queries, histories, strict=True):
         short, long = r.user_vectors(user)  # type: ignore[misc]
         np.testing.assert_allclose(row, fused_query(short, long, r.config.short_weight), atol=1e-5)
+
+
+def test_sequential_model_joins_only_the_hybrid(shift_dataset: Dataset, tmp_path: Path) -> None:
+    from retrieval.errors import IndexStateError
+    from retrieval.generators import make_generator
+
+    index = build_index(shift_dataset.catalog, HashingEmbedder(64), "numpy")
+    h, ids = shift_dataset.histories, shift_dataset.catalog.ids
+    with pytest.raises(ConfigError, match="only into the hybrid"):
+        make_generator("itemknn", index, h, ids, seq_model=tmp_path)
+    with pytest.raises(IndexStateError):
+        make_generator("hybrid", index, h, ids, seq_model=tmp_path / "missing")

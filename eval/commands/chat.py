@@ -44,7 +44,8 @@ def build_agent(args: argparse.Namespace, dataset: Any, index: Any) -> Any:
         if not args.no_rerank:
             reranker = LLMReranker(client, dataset.catalog)
     config = AgentConfig(chat_k=max(1, getattr(args, "k", 5)), routing=getattr(args, "routing", "auto"))
-    generator = make_generator(getattr(args, "retriever", "hybrid"), index, dataset.histories, dataset.catalog.ids)
+    generator = make_generator(getattr(args, "retriever", "hybrid"), index, dataset.histories, dataset.catalog.ids,
+                               seq_model=getattr(args, "seq_model", None))
     return RecommenderAgent(dataset, generator, index, client=client,
                             reranker=reranker, config=config)
 
