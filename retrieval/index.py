@@ -15,7 +15,7 @@ import numpy as np
 
 from retrieval import __version__
 from retrieval.errors import ConfigError, IndexStateError, MissingDependencyError, UnknownItemError
-from retrieval.store import sha256_file, write_atomically
+from retrieval.store import verify_files, write_atomically
 
 BACKENDS = ("flat", "hnsw", "ivf", "numpy")
 _FILES = ("vectors.npy", "ids.json")
@@ -246,11 +246,7 @@ class VectorIndex:
             dim, count, made_by = int(manifest["dim"]), int(manifest["count"]), str(manifest["embedder"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise IndexStateError(f"{mfile}: corrupted manifest ({exc})") from exc
-        for f in _FILES:
-            if not (root / f).is_file():
-                raise IndexStateError(f"{root}: partial index, {f} is missing; rebuild with `driftrec index`")
-            if sha256_file(root / f) != expected.get(f):
-                raise IndexStateError(f"{root / f}: checksum mismatch, the index is corrupted; rebuild it")
+        verify_files(root, _FILES, expected, "index", "rebuild it with `driftrec index`")
         if embedder is not None and embedder != made_by:
             raise IndexStateError(f"{root}: built with embedder {made_by!r}, but {embedder!r} is in use; "
                                   "rebuild the index or use the same embedder")

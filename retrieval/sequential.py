@@ -31,7 +31,7 @@ from retrieval.data import Event
 from retrieval.errors import ConfigError, IndexStateError, UnknownUserError
 from retrieval.index import VectorIndex
 from retrieval.retrieve import Candidate, CandidateGenerator, PopularityGenerator
-from retrieval.store import sha256_file, write_atomically
+from retrieval.store import verify_files, write_atomically
 
 FORMAT = "driftrec-sequential/1"
 _FILES = ("model.pt", "ids.json", "config.json")
@@ -350,11 +350,7 @@ class SequentialModel:
             expected, count = manifest["sha256"], int(manifest["count"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise IndexStateError(f"{mfile}: corrupted manifest ({exc})") from exc
-        for f in _FILES:
-            if not (root / f).is_file():
-                raise IndexStateError(f"{root}: partial model directory, {f} is missing; retrain")
-            if sha256_file(root / f) != expected.get(f):
-                raise IndexStateError(f"{root / f}: checksum mismatch, the model is corrupted; retrain")
+        verify_files(root, _FILES, expected, "model directory", "retrain it with `driftrec train`")
         config = SeqConfig.model_validate_json((root / "config.json").read_text())
         ids = json.loads((root / "ids.json").read_text())
         if len(ids) != count or int(manifest.get("hidden", -1)) != config.hidden:

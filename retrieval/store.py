@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from retrieval.errors import IndexStateError
+
 
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
@@ -47,3 +49,23 @@ def write_atomically(directory: str | Path, prefix: str, write: Callable[[Path],
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def verify_files(root: Path, files: Sequence[str], expected: Mapping[str, str], what: str, fix: str) -> None:
+    """Check that every payload file exists and matches its manifest checksum.
+
+    Args:
+        root: the saved directory.
+        files: payload file names.
+        expected: file name → sha256 from the manifest.
+        what: what the directory holds, for messages ("index", "model directory").
+        fix: how the user repairs it, e.g. "rebuild with `driftrec index`".
+
+    Raises:
+        IndexStateError: a file is missing (a partial directory) or its checksum differs (corrupted).
+    """
+    for f in files:
+        if not (root / f).is_file():
+            raise IndexStateError(f"{root}: partial {what}, {f} is missing; {fix}")
+        if sha256_file(root / f) != expected.get(f):
+            raise IndexStateError(f"{root / f}: checksum mismatch, the {what} is corrupted; {fix}")
