@@ -103,8 +103,14 @@ class RecommenderAgent:
         history = self.dataset.history(user_id)
         skip = set(exclude)
         depth = max(self.config.candidates, k) + len(skip)
-        candidates = [c for c in self.generator.generate(user_id, depth) if c.item_id not in skip]
+        generated = [c for c in self.generator.generate(user_id, depth) if c.item_id not in skip]
+        # Catalogues repeat titles under other ids (ml-100k lists 18 films twice): a user who rated one
+        # copy must not be offered the other.
+        seen_titles = {self.catalog[ev.item].title.casefold() for ev in history}
+        candidates = [c for c in generated if self.catalog[c.item_id].title.casefold() not in seen_titles]
         flags: Flags = {"candidates": len(candidates), "generator": self.generator.name}
+        if len(candidates) < len(generated):
+            flags["dropped_seen_titles"] = len(generated) - len(candidates)
         if self.reranker is not None and candidates:
             result = self.reranker.rerank(history, candidates)
             candidates = list(result.candidates)

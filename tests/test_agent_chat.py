@@ -237,3 +237,17 @@ def test_cli_recommend_explain_and_chat_one_shot(ml100k_path, capsys) -> None:  
     assert main(["demo", *base, "--user", "286", "-k", "2"]) == 0
     out = capsys.readouterr().out
     assert "top 2 recommendations" in out and "why:" in out and "how your interests moved" in out
+
+
+def test_a_second_copy_of_a_seen_title_is_not_recommended() -> None:
+    """ml-100k lists some films twice under two ids: the copy the user did not rate must not come back."""
+    from retrieval.data import Catalog, Item
+
+    base = planted_shift_dataset(n_users=3)
+    seen = base.history("u0")[-1].item
+    twin = Item(id="twin-of-" + seen, title=base.catalog[seen].title.upper(), categories=("cooking",))
+    ds = Dataset(Catalog([*base.catalog, twin]), [ev for evs in base.histories.values() for ev in evs])
+    index = build_index(ds.catalog, HashingEmbedder(dim=256), "numpy", progress=False)
+    agent = RecommenderAgent(ds, InterestRetriever(index, ds.histories), index, explainer=Explainer(ds.catalog))
+    every = agent.recommend("u0", len(ds.catalog), explain=False)
+    assert twin.id not in every.items and every.flags["dropped_seen_titles"] == 1
