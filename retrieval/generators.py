@@ -45,10 +45,10 @@ def make_generator(name: str, index: VectorIndex, histories: Histories, item_ids
         from retrieval.sequential import SequentialGenerator, SequentialModel  # torch: only when asked for
 
         extra = [*extra, SequentialGenerator(SequentialModel.load(seq_model, item_ids=item_ids), histories)]
-    interest = InterestRetriever(index, histories)
     if name == "interest":
-        return interest
+        return InterestRetriever(index, histories)
     knn = KNNGenerator(ItemKNN(histories, item_ids, neighbours=KNN_NEIGHBOURS, half_life=KNN_HALF_LIFE), histories)
     if name == "itemknn":
         return knn
+    interest = InterestRetriever(index, histories)
     return FusionGenerator([knn, interest, *extra], [1.0, INTEREST_WEIGHT, *([1.0] * len(extra))])
