@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -52,6 +52,9 @@ class LLMSettings(BaseModel):
         n_threads: embedded CPU threads (None = llama.cpp's default).
         seed: sampling seed.
         cache_dir: directory of the on-disk response cache (None = no cache).
+        cpu_format: embedded: convert the GGUF once to this llama.cpp type for faster CPU inference
+            ("original", "q8_0", "q4_0", "f16"); None = `agent.packaged.DEFAULT_CPU_FORMAT` for
+            packaged models and "original" for GGUF paths the caller gives.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -67,6 +70,7 @@ class LLMSettings(BaseModel):
     n_threads: int | None = None
     seed: int = 0
     cache_dir: Path | None = None
+    cpu_format: Literal["original", "q8_0", "q4_0", "f16"] | None = None
 
 
 @dataclass(frozen=True)
@@ -461,9 +465,11 @@ def _server(kind: str) -> Callable[[LLMSettings], BaseChatModel]:
 
 
 def _embedded(settings: LLMSettings) -> BaseChatModel:
-    from agent.packaged import resolve_model_path
+    from agent.packaged import DEFAULT_CPU_FORMAT, PACKAGED, convert, resolve_model_path
 
     path = resolve_model_path(settings.model)
+    packaged = settings.model is None or settings.model in PACKAGED
+    path = convert(path, settings.cpu_format or (DEFAULT_CPU_FORMAT if packaged else "original"))
     return EmbeddedChatModel(model_path=str(path), n_ctx=settings.n_ctx, n_threads=settings.n_threads,
                              seed=settings.seed, temperature=settings.temperature, max_tokens=settings.max_tokens)
 

@@ -7,9 +7,12 @@ pinned here and checked before use; a mismatch raises `IndexStateError` and the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +58,13 @@ PACKAGED: dict[str, PackagedModel] = {
 
 # The embedded backend's model when none is named (chosen by measurement, see docs/llm.md).
 DEFAULT_MODEL = "smollm2-135m"
+
+# llama.cpp file types a GGUF can be converted to once for faster CPU inference (llama_ftype values).
+# On AVX2 without AVX-512 the packaged Q4_1/Q4_K files are the slowest to prefill: llama.cpp repacks
+# Q4_0 and Q8_0 weights into its interleaved CPU kernels and multiplies F16 directly (docs/llm.md).
+CPU_FORMATS: dict[str, int | None] = {"original": None, "q8_0": 7, "q4_0": 2, "f16": 1}
+# What packaged models are converted to when the caller names no format (chosen by measurement).
+DEFAULT_CPU_FORMAT = "f16"
 
 
 def package_dir(import_name: str) -> Path | None:
@@ -150,3 +160,68 @@ def resolve_model_path(name_or_path: str | None, cache_dir: Path | None = None) 
         return path
     raise ConfigError(f"model {name_or_path!r} is neither a packaged model ({', '.join(sorted(PACKAGED))}) "
                       "nor an existing GGUF file")
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Send file descriptor 2 (where llama.cpp's C code logs) to `path` for the block."""
+    saved = os.dup(2)
+    try:
+        with path.open("wb") as sink:
+            os.dup2(sink.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def convert(path: Path, cpu_format: str, cache_dir: Path | None = None) -> Path:
+    """`path` converted to `cpu_format` once, kept in the cache dir; "original" returns `path` itself.
+
+    The converted file is named after the source and the format and sits beside a stamp recording
+    the source's path, size and mtime; a changed source is converted again. Writing goes through a
+    `.partial` file, so an interrupted conversion never leaves a file that looks finished.
+
+    Raises:
+        ConfigError: unknown format (the message lists valid ones).
+        MissingDependencyError: llama-cpp-python is not installed.
+        IndexStateError: llama.cpp could not convert the file (its log's last line is quoted).
+    """
+    if cpu_format not in CPU_FORMATS:
+        raise ConfigError(f"unknown cpu_format {cpu_format!r}; valid: {', '.join(CPU_FORMATS)}")
+    ftype = CPU_FORMATS[cpu_format]
+    if ftype is None:
+        return path
+    try:
+        import ctypes
+
+        import llama_cpp
+    except ImportError as exc:
+        raise MissingDependencyError("converting a GGUF needs llama-cpp-python: pip install 'driftrec[llm]'") from exc
+    source = path.resolve()
+    stat = source.stat()
+    target = (cache_dir or default_cache_dir()) / f"{source.stem}.{cpu_format}.gguf"
+    stamp = target.with_suffix(".gguf.source")
+    record = f"{source}\t{stat.st_size}\t{stat.st_mtime_ns}"
+    if target.is_file() and stamp.is_file():
+        recorded, _, size = stamp.read_text().strip().rpartition("\t")
+        if recorded == record and size == str(target.stat().st_size):
+            return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".gguf.partial")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.allow_requantize = True
+    params.nthread = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "quantize.log"
+        with _stderr_to(log):
+            rc = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), ctypes.byref(params))
+        if rc != 0 or not partial.is_file():
+            partial.unlink(missing_ok=True)
+            lines = log.read_text(errors="replace").strip().splitlines()
+            raise IndexStateError(f"llama.cpp could not convert {source} to {cpu_format} (code {rc}): "
+                                  f"{lines[-1] if lines else 'no log'}")
+    partial.replace(target)
+    stamp.write_text(f"{record}\t{target.stat().st_size}\n")
+    return target

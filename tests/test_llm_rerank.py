@@ -285,6 +285,48 @@ def test_packaged_join_verifies_sha256(tmp_path: Path, monkeypatch: pytest.Monke
         packaged.locate("nope")
 
 
+def test_cpu_format_conversion_runs_once_and_again_when_the_source_changes(tmp_path: Path) -> None:
+    llama_cpp = pytest.importorskip("llama_cpp")
+    import os
+    import shutil
+
+    from agent import packaged
+
+    source = tmp_path / "smol.gguf"
+    shutil.copyfile(packaged.locate("smollm2-135m"), source)
+    cache = tmp_path / "models"
+    assert packaged.convert(source, "original", cache) == source
+    first = packaged.convert(source, "q8_0", cache)
+    assert first.parent == cache and first.name == "smol.q8_0.gguf"
+    llm = llama_cpp.Llama(model_path=str(first), vocab_only=True, verbose=False)
+    assert llm.metadata["general.file_type"] == str(packaged.CPU_FORMATS["q8_0"])
+    stamp = first.stat().st_mtime_ns
+    assert packaged.convert(source, "q8_0", cache) == first and first.stat().st_mtime_ns == stamp  # reused
+    os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10**9))
+    assert packaged.convert(source, "q8_0", cache) == first and first.stat().st_mtime_ns != stamp  # redone
+    garbage = tmp_path / "garbage.gguf"
+    garbage.write_bytes(b"not a gguf file at all")
+    with pytest.raises(IndexStateError, match="could not convert"):
+        packaged.convert(garbage, "f16", cache)
+    assert sorted(p.name for p in cache.iterdir()) == ["smol.q8_0.gguf", "smol.q8_0.gguf.source"]
+    with pytest.raises(ConfigError, match="valid: original"):
+        packaged.convert(source, "q2_k", cache)
+
+
+def test_embedded_backend_converts_packaged_models_but_not_given_files(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("llama_cpp")
+    from agent.packaged import DEFAULT_CPU_FORMAT, locate
+
+    monkeypatch.setenv("DRIFTREC_MODEL_DIR", str(tmp_path))
+    default = make_chat_model(LLMSettings(backend="embedded"))
+    assert default.model_path == str(tmp_path / f"SmolLM2-135M-Instruct.Q4_1.{DEFAULT_CPU_FORMAT}.gguf")  # type: ignore[attr-defined]
+    given = str(locate("smollm2-135m"))
+    assert make_chat_model(LLMSettings(backend="embedded", model=given)).model_path == given  # type: ignore[attr-defined]
+    asked = make_chat_model(LLMSettings(backend="embedded", model=given, cpu_format="q4_0"))
+    assert asked.model_path == str(tmp_path / "SmolLM2-135M-Instruct.Q4_1.q4_0.gguf")  # type: ignore[attr-defined]
+
+
 # --------------------------------------------------------------------------- harness model
 
 

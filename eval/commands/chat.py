@@ -16,11 +16,16 @@ from retrieval.errors import ConfigError
 
 def llm_args(p: argparse.ArgumentParser) -> None:
     """LLM options shared by chat, recommend --explain and demo."""
+    from agent.packaged import CPU_FORMATS, DEFAULT_CPU_FORMAT
+
     p.add_argument("--llm", default="embedded", metavar="BACKEND",
                    help="LLM backend: embedded (llama.cpp on a packaged GGUF, offline; default), vllm, "
                         "llamacpp-server, openai, or 'none' for retrieval order and template texts")
     p.add_argument("--llm-model", default=None, help="packaged model name or GGUF path (embedded), served name")
     p.add_argument("--llm-url", default=None, help="server URL for vllm / llamacpp-server / openai backends")
+    p.add_argument("--llm-cpu-format", default=None, choices=tuple(CPU_FORMATS),
+                   help="embedded: convert the GGUF once to this type for faster CPU inference (default: "
+                        f"{DEFAULT_CPU_FORMAT} for packaged models, original for a GGUF path)")
     p.add_argument("--no-rerank", action="store_true", help="keep retrieval order (explanations still use the LLM)")
     p.add_argument("--routing", default="auto", choices=("auto", "tools", "llm", "keywords"),
                    help="chat intent routing (auto: tool calling where the backend supports it, else the LLM)")
@@ -40,7 +45,7 @@ def build_agent(args: argparse.Namespace, dataset: Any, index: Any) -> Any:
 
         cache = None if getattr(args, "no_cache", False) else cache_dir() / "llm"
         client = make_client(LLMSettings(backend=args.llm, model=args.llm_model, base_url=args.llm_url,
-                                         max_tokens=120, cache_dir=cache))
+                                         max_tokens=120, cache_dir=cache, cpu_format=args.llm_cpu_format))
         if not args.no_rerank:
             reranker = LLMReranker(client, dataset.catalog)
     config = AgentConfig(chat_k=max(1, getattr(args, "k", 5)), routing=getattr(args, "routing", "auto"))
