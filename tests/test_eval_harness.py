@@ -303,3 +303,47 @@ def test_model_options_are_checked(tmp_path: Path, ml100k_path: Path, capsys: py
     assert "model 'popularity' has no option bogus" in capsys.readouterr().err
     assert main([*base, "--model-arg", "itemkn.neighbours=5"]) == 2
     assert "--model-arg names itemkn, which this run does not use" in capsys.readouterr().err
+
+
+def test_compare_runs_pairs_one_model_across_runs_on_the_same_users(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from eval.compare_runs import compare, load_run, to_markdown
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    data.mkdir()
+    ds = chain_dataset(n_users=40, n_items=50)
+    (data / "items.csv").write_text("id,title\n" + "".join(f"{i.id},{i.title}\n" for i in ds.catalog))
+    (data / "events.csv").write_text("user,item,timestamp\n" + "".join(
+        f"{e.user},{e.item},{int(e.timestamp.timestamp())}\n" for h in ds.histories.values() for e in h))
+
+    def run(name: str, neighbours: int, seed: int = 3) -> Path:
+        out = tmp_path / name
+        assert main(["eval", "--dataset", str(data), "--protocol", "llmrank", "--models", "popularity,itemknn",
+                     "--model-arg", f"itemknn.neighbours={neighbours}", "--users", "30", "--seed", str(seed),
+                     "--n-boot", "50", "--no-progress", "--out", str(out)]) == 0
+        return out
+
+    wide, narrow = load_run(run("wide", 20)), load_run(run("narrow", 1))
+    rows = compare([wide, narrow], "itemknn", "popularity", "ndcg@10", n_boot=50)
+    doc = json.loads((wide.path / "results.json").read_text())
+    assert rows[0].mean == pytest.approx(doc["models"]["popularity"]["ndcg@10"], abs=1e-6)
+    assert rows[1].mean == pytest.approx(doc["models"]["itemknn"]["ndcg@10"], abs=1e-6)
+    assert rows[1].vs_first is not None and rows[1].vs_first.diff == 0.0
+    assert rows[2].vs_first is not None and rows[2].vs_first.diff == pytest.approx(rows[2].mean - rows[1].mean)
+    assert rows[1].vs_anchor is not None and rows[1].vs_anchor.n_users == 30
+    assert "| popularity (anchor) |" in to_markdown(rows, "itemknn", "ndcg@10")
+    with pytest.raises(ConfigError, match="was run with"):
+        compare([wide, load_run(run("other-seed", 20, seed=4))], "itemknn", "popularity", "ndcg@10")
+    tampered = tmp_path / "tampered"
+    shutil.copytree(wide.path, tampered)
+    ranks_file = next((tampered / "ranks").glob("popularity-*.json"))
+    saved = json.loads(ranks_file.read_text())
+    saved["ranks"] = saved["ranks"][::-1]
+    ranks_file.write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match="cannot be paired"):
+        compare([wide, load_run(tampered)], "itemknn", "popularity", "ndcg@10")
+    with pytest.raises(ConfigError, match="no model 'sasrec'"):
+        compare([wide], "sasrec", "popularity", "ndcg@10")
