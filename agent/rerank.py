@@ -22,7 +22,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,6 +58,10 @@ class RerankConfig:
         title_chars: titles are cut to this many characters in the candidate list.
         narrative: history rendering and its token budget.
         seed: seed of the shuffled passes.
+        calibrate: logprob method: subtract each label's log-probability under a content-free
+            prompt (same template, history and titles "N/A"; one extra call per candidate count,
+            remembered) so that a model's preference for a label position is not read as a
+            preference for the item shown there (contextual calibration, Zhao et al. 2021).
     """
 
     method: str = "auto"
@@ -70,6 +74,7 @@ class RerankConfig:
     # 400 history tokens keep a 20-candidate prompt near 900 tokens (SmolLM2 tokenizer, ml-100k).
     narrative: NarrativeConfig = field(default_factory=lambda: NarrativeConfig(max_tokens=400))
     seed: int = 0
+    calibrate: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -182,14 +187,27 @@ class RankingMethod:
 
 
 class LogprobMethod(RankingMethod):
-    """LlamaRec verbalizer: logprobs of the label tokens at the first answer position."""
+    """LlamaRec verbalizer: logprobs of the label tokens at the first answer position.
+
+    Args:
+        prior: n → per-label log-probabilities to subtract (calibration), or None.
+    """
 
     name = "logprobs"
 
+    def __init__(self, prior: Callable[[int, _Counters], np.ndarray] | None = None) -> None:
+        self.prior = prior
+
     def score(self, client: LLMClient, one: _Pass, config: RerankConfig, counters: _Counters) -> np.ndarray:
-        reply = client.chat(one.messages("rerank"), max_tokens=1, top_logprobs=config.top_logprobs)
+        reply = client.chat(one.messages("rerank"), max_tokens=1, top_logprobs=_top_k(client, config))
         counters.record(reply.prompt_tokens, reply.cached)
-        return label_scores(reply.top_logprobs, LABELS[: len(one.order)])
+        scores = label_scores(reply.top_logprobs, LABELS[: len(one.order)])
+        return scores if self.prior is None else scores - self.prior(len(one.order), counters)
+
+
+def _top_k(client: LLMClient, config: RerankConfig) -> int:
+    """Alternatives to ask for: calibration asks for all the backend gives, so fewer labels sit at the floor."""
+    return max(config.top_logprobs, client.max_logprobs) if config.calibrate else config.top_logprobs
 
 
 def label_scores(top: dict[str, float], labels: Sequence[str]) -> np.ndarray:
@@ -319,6 +337,7 @@ class LLMReranker:
         self.catalog = catalog
         self.config = config or RerankConfig()
         self._system = load_prompt("system").render()
+        self._priors: dict[int, np.ndarray] = {}
 
     def methods(self) -> list[RankingMethod]:
         """The methods tried in order under the configured method and the backend's capabilities."""
@@ -326,7 +345,7 @@ class LLMReranker:
         if m == "retrieval":
             return []
         if m == "logprobs" or (m == "auto" and self.client.capabilities.logprobs):
-            return [LogprobMethod(), JsonMethod()]
+            return [LogprobMethod(self.label_prior if self.config.calibrate else None), JsonMethod()]
         return [JsonMethod()]
 
     def rerank(self, history: Sequence[Event], candidates: Sequence[Candidate]) -> RerankResult:
@@ -377,6 +396,26 @@ class LLMReranker:
             missing_filled=counters.missing_filled, errors=tuple(counters.errors), calls=counters.calls,
             cached_calls=counters.cached_calls, prompt_tokens=counters.prompt_tokens,
             latency_s=time.perf_counter() - start)
+
+    def label_prior(self, n: int, counters: _Counters) -> np.ndarray:
+        """Per-label log-probabilities for n labels under a content-free prompt (asked once per n).
+
+        Raises:
+            LLMError: the backend failed (the rerank then stops, as for any backend failure).
+        """
+        if n not in self._priors:
+            blank = quote("N/A")
+            empty = _Pass(list(range(n)), self._system, data_block("history", ["N/A"]),
+                          data_block("candidates", [f"{lab}. {blank}" for lab in LABELS[:n]]))
+            reply = self.client.chat(empty.messages("rerank"), max_tokens=1,
+                                     top_logprobs=_top_k(self.client, self.config))
+            counters.record(reply.prompt_tokens, reply.cached)
+            try:
+                self._priors[n] = label_scores(reply.top_logprobs, LABELS[:n])
+            except InvalidOutput as exc:
+                counters.errors.append(f"calibration: {exc}; labels left uncalibrated")
+                self._priors[n] = np.zeros(n)
+        return self._priors[n]
 
     def _score_passes(self, method: RankingMethod, passes: list[_Pass], counters: _Counters) -> np.ndarray:
         """Mean standardised score per candidate over the passes that succeeded (≥ 1 or raise)."""

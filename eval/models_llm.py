@@ -40,6 +40,8 @@ class LLMRerankModel(Recommender):
         weights: grid for tuning, comma-separated or a sequence.
         passes: shuffled passes per rerank (position-bias control).
         history_tokens: narrative token budget.
+        calibrate: subtract the label prior of a content-free prompt from the logprob scores
+            (see `agent.rerank.RerankConfig.calibrate`).
         cpu_format: embedded GGUF conversion ("original", "q8_0", "q4_0", "f16"); "" = the default
             (see `agent.llm.LLMSettings.cpu_format`).
         cache_dir: response cache directory (resumable, reproducible runs); "" = no cache.
@@ -57,7 +59,8 @@ class LLMRerankModel(Recommender):
                  method: str = "auto", fusion_weight: float | None = None,
                  weights: str | Sequence[float] = DEFAULT_WEIGHTS, passes: int = 1, history_tokens: int = 400,
                  cache_dir: str = "runs/llm-cache", base: str = "interest", embedder: str = "sentence-transformers",
-                 seed: int = 0, chat_model: Any = None, progress: bool = False, cpu_format: str = "") -> None:
+                 seed: int = 0, chat_model: Any = None, progress: bool = False, cpu_format: str = "",
+                 calibrate: bool = False) -> None:
         grid = [float(w) for w in (weights.split(",") if isinstance(weights, str) else weights)]
         if not grid or any(not 0.0 <= w <= 1.0 for w in grid):
             raise ConfigError(f"fusion weights must be in [0, 1]: {weights!r}")
@@ -68,6 +71,7 @@ class LLMRerankModel(Recommender):
                                     cpu_format=cpu_format or None)  # type: ignore[arg-type]
         self.chat_model = chat_model
         self.rerank_config = RerankConfig(method=method, fusion_weight=1.0, passes=int(passes), seed=int(seed),
+                                          calibrate=bool(calibrate),
                                           narrative=NarrativeConfig(max_tokens=int(history_tokens)))
         self.base_name, self.embedder, self.seed = base, embedder, int(seed)
         self.progress = progress

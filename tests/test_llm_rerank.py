@@ -215,6 +215,29 @@ def test_position_bias_is_averaged_out_by_shuffled_passes(catalog, history, cand
     assert s1.max() - s1.min() > 2 * (s16.max() - s16.min())
 
 
+def test_calibration_removes_a_label_position_prior(catalog, history, candidates) -> None:  # type: ignore[no-untyped-def]
+    # A position-biased model: label A is always likely; the item it likes (c5) gets a smaller bump.
+    def biased(prompt: str) -> LogprobReply:
+        lines = [ln for ln in prompt.splitlines() if ln[1:3] == ". "]
+        top = {lab: -6.0 - 0.1 * i for i, lab in enumerate(LETTERS[: len(lines)])}
+        top["A"] = -0.2
+        liked = next((ln[0] for ln in lines if '"Candidate film 5"' in ln), None)
+        if liked is not None:
+            top[liked] = -1.0
+        return LogprobReply(top)
+
+    plain = make(FakeChatModel(supports_logprobs=True, default=prompt_dependent(biased)), catalog,
+                 fusion_weight=1.0).rerank(history, candidates)
+    fake = FakeChatModel(supports_logprobs=True, default=prompt_dependent(biased))
+    reranker = make(fake, catalog, fusion_weight=1.0, calibrate=True)
+    calibrated = reranker.rerank(history, candidates)
+    assert plain.item_ids[0] == "c0" and calibrated.item_ids[0] == "c5"
+    assert calibrated.calls == 2 and '"N/A"' in fake.calls[1].prompt  # the content-free prompt
+    again = reranker.rerank(history, candidates)
+    assert again.calls == 1 and again.item_ids == calibrated.item_ids  # the prior is remembered
+    check_valid(calibrated, candidates)
+
+
 def test_response_cache_serves_repeats_and_persists(tmp_path: Path, catalog, history, candidates) -> None:  # type: ignore[no-untyped-def]
     reply = LogprobReply({"D": -0.1, "A": -1.0})
     fake = FakeChatModel(supports_logprobs=True).queue(reply)
