@@ -7,7 +7,9 @@ Each run is an `--out` directory of `driftrec eval` (results.json and ranks/). T
 dataset, protocol, seed and user count, and the anchor model's per-user ranks must be identical in
 every run: that proves the users and the candidates were the same, so per-user differences can be
 paired. Prints a Markdown table: per run, the model's mean with its 95% bootstrap CI, the paired
-difference to the anchor and to the first run (95% CI, p-value, users better/worse).
+difference to the anchor and to the first run (95% CI, p-value, users better/worse), and the share
+of users whose top item is the anchor's top item (a reranker that only follows the order it was
+shown scores 100% there).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Run:
     settings: dict[str, object]
     command: str
     ranks: dict[str, np.ndarray]
+    tops: dict[str, list[list[str]]]
 
 
 def load_run(path: Path) -> Run:
@@ -42,13 +45,15 @@ def load_run(path: Path) -> Run:
         raise ConfigError(f"{path} is not a driftrec eval output directory (no results.json)")
     data = json.loads(results.read_text())
     ranks: dict[str, np.ndarray] = {}
+    tops: dict[str, list[list[str]]] = {}
     for name in data["models"]:
         files = sorted((path / "ranks").glob(f"{name}-*.json"))
         if len(files) != 1:
             raise ConfigError(f"{path}: expected one ranks file for {name!r}, found {len(files)}")
-        raw = json.loads(files[0].read_text())["ranks"]
-        ranks[name] = np.array([np.inf if r is None else float(r) for r in raw])
-    return Run(path, {k: data.get(k) for k in _SAME}, str(data.get("command", "")), ranks)
+        saved = json.loads(files[0].read_text())
+        ranks[name] = np.array([np.inf if r is None else float(r) for r in saved["ranks"]])
+        tops[name] = saved["tops"]
+    return Run(path, {k: data.get(k) for k in _SAME}, str(data.get("command", "")), ranks, tops)
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class Row:
     ci95: tuple[float, float]
     vs_anchor: PairedComparison | None = None
     vs_first: PairedComparison | None = None
+    same_top1: float = 1.0
 
 
 def compare(runs: list[Run], model: str, anchor: str, metric: str, n_boot: int = 1000) -> list[Row]:
@@ -86,9 +92,10 @@ def compare(runs: list[Run], model: str, anchor: str, metric: str, n_boot: int =
     rows = [Row(f"{anchor} (anchor)", float(anchor_values.mean()), bootstrap_ci(anchor_values, n_boot=n_boot))]
     for run in runs:
         v = values[run.path]
+        same = [bool(a[:1]) and a[:1] == b[:1] for a, b in zip(run.tops[model], run.tops[anchor], strict=True)]
         rows.append(Row(str(run.path), float(v.mean()), bootstrap_ci(v, n_boot=n_boot),
                         paired_comparison(v, anchor_values, metric, n_boot),
-                        paired_comparison(v, values[first.path], metric, n_boot)))
+                        paired_comparison(v, values[first.path], metric, n_boot), float(np.mean(same))))
     return rows
 
 
@@ -101,11 +108,11 @@ def _diff(p: PairedComparison | None) -> str:
 
 def to_markdown(rows: list[Row], model: str, metric: str) -> str:
     """The rows as a Markdown table, metric values ×100."""
-    lines = [f"| run | {model} {metric} ×100 | 95% CI | paired vs anchor | paired vs first run |",
-             "|---|---|---|---|---|"]
+    lines = [f"| run | {model} {metric} ×100 | 95% CI | paired vs anchor | paired vs first run "
+             "| same top-1 as anchor |", "|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row.run} | {100 * row.mean:.2f} | [{100 * row.ci95[0]:.2f}, {100 * row.ci95[1]:.2f}] | "
-                     f"{_diff(row.vs_anchor)} | {_diff(row.vs_first)} |")
+                     f"{_diff(row.vs_anchor)} | {_diff(row.vs_first)} | {row.same_top1:.0%} |")
     return "\n".join(lines)
 
 

@@ -335,6 +335,8 @@ def test_compare_runs_pairs_one_model_across_runs_on_the_same_users(tmp_path: Pa
     assert rows[2].vs_first is not None and rows[2].vs_first.diff == pytest.approx(rows[2].mean - rows[1].mean)
     assert rows[1].vs_anchor is not None and rows[1].vs_anchor.n_users == 30
     assert "| popularity (anchor) |" in to_markdown(rows, "itemknn", "ndcg@10")
+    assert compare([wide], "popularity", "popularity", "ndcg@10", n_boot=20)[1].same_top1 == 1.0
+    assert rows[1].same_top1 < 1.0  # item-kNN does not just repeat popularity's top item
     with pytest.raises(ConfigError, match="was run with"):
         compare([wide, load_run(run("other-seed", 20, seed=4))], "itemknn", "popularity", "ndcg@10")
     tampered = tmp_path / "tampered"
