@@ -38,6 +38,16 @@ def chain_dataset(n_users: int = 60, n_items: int = 30, length: int = 8, seed: i
     return Dataset(Catalog(items), events, name="chain")
 
 
+def write_chain_dataset(data: Path) -> Path:
+    """A 40-user chain dataset as items.csv + events.csv in `data` (for CLI runs)."""
+    data.mkdir()
+    ds = chain_dataset(n_users=40, n_items=50)
+    (data / "items.csv").write_text("id,title\n" + "".join(f"{i.id},{i.title}\n" for i in ds.catalog))
+    (data / "events.csv").write_text("user,item,timestamp\n" + "".join(
+        f"{e.user},{e.item},{int(e.timestamp.timestamp())}\n" for h in ds.histories.values() for e in h))
+    return data
+
+
 # ---------------------------------------------------------------- splits
 
 def test_leave_one_out_ties_keep_file_order_not_item_order() -> None:
@@ -239,12 +249,7 @@ def test_bad_model_output_shape_is_an_error() -> None:
 
 def test_cli_eval_writes_results_report_and_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    data = tmp_path / "data"
-    data.mkdir()
-    ds = chain_dataset(n_users=40, n_items=50)
-    (data / "items.csv").write_text("id,title\n" + "".join(f"{i.id},{i.title}\n" for i in ds.catalog))
-    (data / "events.csv").write_text("user,item,timestamp\n" + "".join(
-        f"{e.user},{e.item},{int(e.timestamp.timestamp())}\n" for h in ds.histories.values() for e in h))
+    data = write_chain_dataset(tmp_path / "data")
     out = tmp_path / "run"
     code = main(["eval", "--dataset", str(data), "--protocol", "llmrank", "--models",
                  "random,popularity,itemknn,interest", "--embedder", "hashing", "--users", "30", "--seed", "3",
@@ -312,12 +317,7 @@ def test_compare_runs_pairs_one_model_across_runs_on_the_same_users(tmp_path: Pa
     from eval.compare_runs import compare, load_run, to_markdown
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    data = tmp_path / "data"
-    data.mkdir()
-    ds = chain_dataset(n_users=40, n_items=50)
-    (data / "items.csv").write_text("id,title\n" + "".join(f"{i.id},{i.title}\n" for i in ds.catalog))
-    (data / "events.csv").write_text("user,item,timestamp\n" + "".join(
-        f"{e.user},{e.item},{int(e.timestamp.timestamp())}\n" for h in ds.histories.values() for e in h))
+    data = write_chain_dataset(tmp_path / "data")
 
     def run(name: str, neighbours: int, seed: int = 3) -> Path:
         out = tmp_path / name
