@@ -1,8 +1,9 @@
 """Grounding check: find the catalogue categories and titles a generated text mentions, compare with the evidence.
 
 A mention is *ungrounded* when it names a catalogue category or title that is not in the evidence the
-LLM was given, or when it puts a quoted title-like phrase in the text that is neither an evidence title
-nor an evidence category (an invented title). Matching is deliberately strict: a false alarm costs a
+LLM was given, when it puts a quoted title-like phrase in the text that is neither an evidence title
+nor an evidence category (an invented title), or when it names a year (outside a title) that the
+evidence does not contain (an invented date). Matching is deliberately strict: a false alarm costs a
 regeneration or a template sentence; a missed invention would reach the user.
 """
 
@@ -17,6 +18,7 @@ from retrieval.data import Catalog
 _YEAR = re.compile(r"\s*\((?:\d{4}|\d{4}\s*[-–]\s*\d{0,4})\)\s*$")
 _PAREN = re.compile(r"\s*\([^)]*\)\s*$")
 _ARTICLE = re.compile(r"^(?P<body>.+), (?P<article>The|A|An|La|Le|Les|L'|Il|Das|Der|Die|El)$")
+_YEAR_WORD = re.compile(r"(?<!\d)(1[89]\d\d|20\d\d)(?!\d)")
 _QUOTED = re.compile(r"[\"“”«»]([^\"“”«»\n]{3,80})[\"“”«»]")
 _WORD_START = re.compile(r"(?<![\w'])[\w'(]")
 _WORD_CHAR = re.compile(r"[\w']")
@@ -151,7 +153,8 @@ class GroundingChecker:
             evidence_titles: catalogue titles the generator was given.
             evidence_categories: category names the generator was given.
             evidence_text: the evidence as shown to the generator; a quoted phrase copied from it
-                (a label such as "Rising lately") is not a title claim.
+                (a label such as "Rising lately") is not a title claim, and a year outside a title
+                must occur in it (without it, years are not checked).
         """
         context = evidence_text.lower()
         ev_titles = set(evidence_titles)
@@ -177,6 +180,14 @@ class GroundingChecker:
                 continue
             found_titles.append(phrase)
             ungrounded.append(phrase)
+        # Years outside titles and quotes ("moved towards Romance in 2000") must be evidence dates
+        # (checked when the evidence text is given).
+        plain = _QUOTED.sub(" ", text) if context else ""
+        for alias in sorted(ev_aliases | {a for a, _ in titles}, key=len, reverse=True):
+            plain = plain.replace(alias, " ")
+        for year in _YEAR_WORD.findall(plain):
+            if year not in context and not any(year in t for t in ev_titles):
+                ungrounded.append(year)
         return GroundingReport(categories=tuple(dict.fromkeys(categories)),
                                titles=tuple(dict.fromkeys(found_titles)),
                                ungrounded=tuple(dict.fromkeys(ungrounded)))

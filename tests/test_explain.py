@@ -53,6 +53,17 @@ def test_grounding_flags_only_mentions_outside_evidence() -> None:
     assert ok.grounded and ok.categories == ("Crime", "Drama")
 
 
+def test_grounding_flags_years_the_evidence_does_not_contain() -> None:
+    checker = GroundingChecker(small_catalog())
+    evidence = "Before 9 March 1998: Crime, Drama. Since then: Action."
+    invented = checker.check("You moved towards Action in 2000, after Heat (1995).", ["Heat (1995)"],
+                             ["Action", "Crime", "Drama"], evidence)
+    assert invented.ungrounded == ("2000",)  # 1995 is part of an evidence title, 2000 is nowhere
+    dated = checker.check("Since March 1998 you chose Action, as in Heat (1995).", ["Heat (1995)"],
+                          ["Action"], evidence)
+    assert dated.grounded
+
+
 def test_grounding_one_word_title_at_sentence_start_is_a_word() -> None:
     checker = GroundingChecker(small_catalog())
     assert checker.check("Heat matters little here.", [], []).grounded
@@ -184,12 +195,13 @@ def test_templates_are_grounded_on_real_users(ml100k_path) -> None:  # type: ign
         evo = summarize_evolution(user, history, ds.catalog)
         ev = shift_evidence(evo, ds.catalog)
         shift = explainer.describe_shift_evidence(ev)
-        assert explainer.checker.check(shift.text, ev.titles, ev.categories).grounded, shift.text
+        assert explainer.checker.check(shift.text, ev.titles, ev.categories, ev.as_lines()).grounded, shift.text
         unseen = [i for i in ds.catalog.ids[:400] if i not in {e.item for e in history}][:3]
         for exp in explainer.explain(history, unseen):
             ie = item_evidence(history, exp.item_id, ds.catalog, index)
             assert exp.evidence and set(exp.evidence) <= {e.item for e in history}
-            assert explainer.checker.check(exp.text.text, ie.titles, ie.categories).grounded, exp.text.text
+            assert explainer.checker.check(exp.text.text, ie.titles, ie.categories,
+                                           ie.item_line + ie.as_lines()).grounded, exp.text.text
 
 
 def test_echoed_instructions_are_rejected() -> None:
