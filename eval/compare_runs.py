@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.metrics import PairedComparison, bootstrap_ci, paired_comparison, per_user_metrics
+from eval.resume import RankStore
 from retrieval.errors import ConfigError
 
 _SAME = ("dataset", "protocol", "seed", "n_users")
@@ -44,15 +45,15 @@ def load_run(path: Path) -> Run:
     if not results.is_file():
         raise ConfigError(f"{path} is not a driftrec eval output directory (no results.json)")
     data = json.loads(results.read_text())
+    store = RankStore(path / "ranks")
     ranks: dict[str, np.ndarray] = {}
     tops: dict[str, list[list[str]]] = {}
     for name in data["models"]:
-        files = sorted((path / "ranks").glob(f"{name}-*.json"))
-        if len(files) != 1:
-            raise ConfigError(f"{path}: expected one ranks file for {name!r}, found {len(files)}")
-        saved = json.loads(files[0].read_text())
-        ranks[name] = np.array([np.inf if r is None else float(r) for r in saved["ranks"]])
-        tops[name] = saved["tops"]
+        keys = store.keys(name)
+        saved = store.load(name, keys[0]) if len(keys) == 1 else None
+        if saved is None:
+            raise ConfigError(f"{path}: expected one ranks file for {name!r}, found {len(keys)}")
+        ranks[name], tops[name] = saved[0], saved[1]
     return Run(path, {k: data.get(k) for k in _SAME}, str(data.get("command", "")), ranks, tops)
 
 

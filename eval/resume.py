@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,12 @@ class RankStore:
     def _path(self, name: str, key: str) -> Path:
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
         return self.root / f"{safe}-{key}.json"
+
+    def keys(self, name: str) -> list[str]:
+        """Fingerprints saved for model `name` (a model named "llm" does not see "llm-rerank"'s)."""
+        prefix = self._path(name, "").stem
+        found = (p.stem[len(prefix):] for p in self.root.glob(glob.escape(prefix) + "*.json"))
+        return sorted(k for k in found if re.fullmatch(r"[0-9a-f]+", k))
 
     def load(self, name: str, key: str) -> Saved | None:
         """(ranks (n_users,), tops, diagnostics, timings) saved under this fingerprint, or None."""

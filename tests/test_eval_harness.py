@@ -349,3 +349,13 @@ def test_compare_runs_pairs_one_model_across_runs_on_the_same_users(tmp_path: Pa
         compare([wide, load_run(tampered)], "itemknn", "popularity", "ndcg@10")
     with pytest.raises(ConfigError, match="no model 'sasrec'"):
         compare([wide], "sasrec", "popularity", "ndcg@10")
+
+
+def test_rank_store_keys_belong_to_one_model_only(tmp_path: Path) -> None:
+    from eval.resume import RankStore
+
+    store = RankStore(tmp_path)
+    for name, key in (("llm", "0a1b"), ("llm-rerank", "ffee"), ("llm-rerank", "0123")):
+        store.save(name, key, np.array([1.0, np.inf]), [["a"], ["b"]], {}, {})
+    assert store.keys("llm") == ["0a1b"] and store.keys("llm-rerank") == ["0123", "ffee"]
+    assert store.keys("sasrec") == []
