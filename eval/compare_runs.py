@@ -125,8 +125,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metric", default="ndcg@10", help="per-user metric, e.g. ndcg@10, hr@5, mrr")
     p.add_argument("--n-boot", type=int, default=1000)
     args = p.parse_args(argv)
-    runs = [load_run(path) for path in args.runs]
-    print(to_markdown(compare(runs, args.model, args.anchor, args.metric, args.n_boot), args.model, args.metric))
+    try:
+        runs = [load_run(path) for path in args.runs]
+        rows = compare(runs, args.model, args.anchor, args.metric, args.n_boot)
+    except ConfigError as exc:
+        p.exit(2, f"compare_runs: error: {exc}\n")
+    print(to_markdown(rows, args.model, args.metric))
 
 
 if __name__ == "__main__":

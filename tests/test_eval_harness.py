@@ -359,3 +359,13 @@ def test_rank_store_keys_belong_to_one_model_only(tmp_path: Path) -> None:
         store.save(name, key, np.array([1.0, np.inf]), [["a"], ["b"]], {}, {})
     assert store.keys("llm") == ["0a1b"] and store.keys("llm-rerank") == ["0123", "ffee"]
     assert store.keys("sasrec") == []
+
+
+def test_compare_runs_cli_reports_a_bad_directory_in_one_line(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from eval.compare_runs import main as compare_main
+
+    with pytest.raises(SystemExit) as stop:
+        compare_main([str(tmp_path / "nope")])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().endswith("is not a driftrec eval output directory (no results.json)")
