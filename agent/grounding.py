@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 
 from agent.types import GroundingReport
-from retrieval.data import Catalog
+from retrieval.data.model import Catalog
 
 _YEAR = re.compile(r"\s*\((?:\d{4}|\d{4}\s*[-–]\s*\d{0,4})\)\s*$")
 _PAREN = re.compile(r"\s*\([^)]*\)\s*$")

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent.llm import LLMClient, to_messages
+from agent.llm.client import LLMClient, to_messages
 from agent.types import INTENTS, Intent
 from prompts import data_block, quote, render
 from retrieval.errors import LLMError

@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from prompts import quote
-from retrieval.data import Catalog, Event
+from retrieval.data.model import Catalog, Event
 from retrieval.errors import ConfigError
-from retrieval.timeline import build_timeline
+from retrieval.evolution.timeline import build_timeline
 
 TokenCounter = Callable[[str], int]
 
@@ -141,7 +141,7 @@ def build_narrative(events: Sequence[Event], catalog: Catalog, config: Narrative
     Returns:
         The narrative with counts of verbatim, summarised and dropped events.
     """
-    from agent.llm import estimate_tokens
+    from agent.llm.client import estimate_tokens
 
     config = config or NarrativeConfig()
     count = count_tokens or estimate_tokens

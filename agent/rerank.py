@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from agent.llm import LLMClient
+from agent.llm.client import LLMClient
 from agent.narrative import NarrativeConfig, build_narrative
 from prompts import data_block, load_prompt, quote
-from retrieval.data import Catalog, Event
+from retrieval.data.model import Catalog, Event
 from retrieval.errors import ConfigError, LLMError
-from retrieval.retrieve import Candidate
+from retrieval.candidates.base import Candidate
 
 LABELS: tuple[str, ...] = tuple(chr(ord("A") + i) for i in range(26))
 METHODS = ("auto", "logprobs", "json", "retrieval")

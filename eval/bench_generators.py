@@ -2,7 +2,7 @@
 
 Run: `python -m eval.bench_generators [--data ml-100k]`. Each stage's generators see only that stage's
 inputs (item-kNN statistics: training events only); the RRF weight of the interest retriever beside
-item-kNN is what `retrieval.generators.INTEREST_WEIGHT` was chosen from (validation Recall@20).
+item-kNN is what `retrieval.candidates.registry.INTEREST_WEIGHT` was chosen from (validation Recall@20).
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import argparse
 import time
 
 from eval.splits import leave_one_out
-from retrieval.build import build_index, default_cache
-from retrieval.datasets import load_dataset
-from retrieval.embed import make_embedder
-from retrieval.fusion import FusionGenerator
-from retrieval.generators import KNN_HALF_LIFE, KNN_NEIGHBOURS
-from retrieval.knn import ItemKNN, KNNGenerator
-from retrieval.retrieve import CandidateGenerator, InterestRetriever
+from retrieval.vectors.build import build_index, default_cache
+from retrieval.data.datasets import load_dataset
+from retrieval.vectors.embed import make_embedder
+from retrieval.candidates.fusion import FusionGenerator
+from retrieval.candidates.registry import KNN_HALF_LIFE, KNN_NEIGHBOURS
+from retrieval.candidates.knn import ItemKNN, KNNGenerator
+from retrieval.candidates.base import CandidateGenerator, InterestRetriever
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.build import build_index
-from retrieval.datasets import load_dataset
-from retrieval.embed import EmbeddingCache, make_embedder
+from retrieval.vectors.build import build_index
+from retrieval.data.datasets import load_dataset
+from retrieval.vectors.embed import EmbeddingCache, make_embedder
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,13 +30,13 @@ import numpy as np
 
 from agent.evidence import item_evidence
 from agent.explain import Explainer
-from agent.llm import LLMClient, LLMSettings, make_chat_model
+from agent.llm.client import LLMClient, LLMSettings, make_chat_model
 from agent.narrative import NarrativeConfig
-from agent.packaged import CPU_FORMATS, DEFAULT_CPU_FORMAT, PACKAGED, locate
+from agent.llm.packaged import CPU_FORMATS, DEFAULT_CPU_FORMAT, PACKAGED, locate
 from agent.rerank import LLMReranker, RerankConfig
-from retrieval.datasets import load_dataset
+from retrieval.data.datasets import load_dataset
 from retrieval.errors import MissingDependencyError
-from retrieval.retrieve import PopularityGenerator
+from retrieval.candidates.base import PopularityGenerator
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from retrieval.data import Event
-from retrieval.index import VectorIndex
-from retrieval.retrieve import InterestRetriever
+from retrieval.data.model import Event
+from retrieval.vectors.index import VectorIndex
+from retrieval.candidates.base import InterestRetriever
 
 
 def clustered_vectors(n: int, dim: int, n_clusters: int, rng: np.random.Generator) -> np.ndarray:

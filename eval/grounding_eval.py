@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 def run_user(user: str, dataset: Any, index: Any, retriever: Any, explainer: Any, k: int) -> list[dict[str, Any]]:
     """Explanations for the top-k items and the shift text of one user, one row per text."""
     from agent.evidence import item_evidence, shift_evidence
-    from retrieval.timeline import summarize_evolution
+    from retrieval.evolution.timeline import summarize_evolution
 
     history = dataset.history(user)
     rows = []
@@ -110,16 +110,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from agent.explain import ExplainConfig, Explainer
-    from retrieval.build import build_index, default_cache
-    from retrieval.datasets import load_dataset
-    from retrieval.embed import make_embedder
-    from retrieval.retrieve import InterestRetriever
+    from retrieval.vectors.build import build_index, default_cache
+    from retrieval.data.datasets import load_dataset
+    from retrieval.vectors.embed import make_embedder
+    from retrieval.candidates.base import InterestRetriever
 
     dataset = load_dataset(args.data)
     index = build_index(dataset.catalog, make_embedder(args.embedder), cache=default_cache())
     client = None
     if args.llm != "none":
-        from agent.llm import LLMSettings, make_client
+        from agent.llm.client import LLMSettings, make_client
 
         client = make_client(LLMSettings(backend=args.llm, model=args.llm_model, base_url=args.llm_url))
     explainer = Explainer(dataset.catalog, client, index, ExplainConfig(max_attempts=args.max_attempts))

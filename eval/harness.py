@@ -25,7 +25,7 @@ Usage (engineers plugging in a model)
 2. Evaluate in Python::
 
        from eval.harness import EvalConfig, evaluate
-       from retrieval.datasets import load_dataset
+       from retrieval.data.datasets import load_dataset
 
        result = evaluate(load_dataset("ml-100k"), ["popularity", "itemknn", "sasrec"],
                          EvalConfig(protocol="full", seed=0, n_users=None,
@@ -74,7 +74,7 @@ from eval.models import RankedCandidates, Recommender, TrainData, ValidationData
 from eval.protocols import ProtocolContext, make_protocol, seen_mask, top_columns
 from eval.resume import RankStore
 from eval.splits import Split, Stage, leave_one_out
-from retrieval.data import Dataset
+from retrieval.data.model import Dataset
 from retrieval.errors import ConfigError, DriftrecError
 
 

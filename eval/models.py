@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retrieval.data import Catalog, Event
+from retrieval.data.model import Catalog, Event
 from retrieval.errors import ConfigError
 
 Sequence_ = Sequence[Event]

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from eval.models import Recommender, TrainData, ValidationData, register
-from retrieval.data import Event
-from retrieval.embed import EmbeddingCache
-from retrieval.index import VectorIndex
-from retrieval.interests import InterestConfig
-from retrieval.knn import ItemKNN
+from retrieval.data.model import Event
+from retrieval.vectors.embed import EmbeddingCache
+from retrieval.vectors.index import VectorIndex
+from retrieval.candidates.attention import InterestConfig
+from retrieval.candidates.knn import ItemKNN
 
 PACKAGED_MODEL = "all-MiniLM-L6-v2"  # SentenceTransformerEmbedder's name for the packaged model
 
@@ -60,7 +60,7 @@ class PopularityModel(Recommender):
 
 @register("itemknn")
 class ItemKNNModel(Recommender):
-    """Co-occurrence item-kNN (retrieval.knn.ItemKNN) over training histories.
+    """Co-occurrence item-kNN (retrieval.candidates.knn.ItemKNN) over training histories.
 
     A popularity term scaled far below any similarity breaks ties and scores items that co-occur
     with nothing in the history (a back-off, not a second signal).
@@ -113,7 +113,7 @@ class ItemKNNModel(Recommender):
 
 @register("interest")
 class InterestModel(Recommender):
-    """The attention-pooled embedding retriever (retrieval.retrieve.InterestRetriever) as a scorer.
+    """The attention-pooled embedding retriever (retrieval.candidates.base.InterestRetriever) as a scorer.
 
     Item texts are embedded (the whole catalogue is allowed: texts are not behaviour); each input
     history is pooled into one fused query whose inner product with every item is the score. Empty
@@ -134,8 +134,8 @@ class InterestModel(Recommender):
                                      long_half_life_days=long_half_life_days, short_weight=short_weight)
 
     def fit(self, train: TrainData) -> InterestModel:
-        from retrieval.build import build_index, default_cache
-        from retrieval.embed import make_embedder
+        from retrieval.vectors.build import build_index, default_cache
+        from retrieval.vectors.embed import make_embedder
 
         self.train = train
         cache = default_cache() if self.cache else None
@@ -151,7 +151,7 @@ class InterestModel(Recommender):
         return self
 
     def score_batch(self, inputs: Sequence[Sequence[Event]]) -> np.ndarray:
-        from retrieval.retrieve import InterestRetriever
+        from retrieval.candidates.base import InterestRetriever
 
         keys = [str(u) for u in range(len(inputs))]
         retriever = InterestRetriever(self.index, dict(zip(keys, inputs, strict=True)), self.config)
@@ -168,7 +168,7 @@ def _index_from_cache(train: TrainData, cache: EmbeddingCache | None, backend: s
     Loading torch and the model costs 10–80 s on a loaded 2-core machine; vectors already cached
     under the packaged model's name are the same vectors, so the model is loaded only on a miss.
     """
-    from retrieval.embed import packaged_minilm_path
+    from retrieval.vectors.embed import packaged_minilm_path
 
     if cache is None or packaged_minilm_path() is None:
         return None

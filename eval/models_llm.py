@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from agent.llm import LLMClient, LLMSettings, make_client
+from agent.llm.client import LLMClient, LLMSettings, make_client
 from agent.narrative import NarrativeConfig
 from agent.rerank import LLMReranker, RerankConfig, RerankResult, fuse
 from eval.models import RankedCandidates, Recommender, TrainData, ValidationData, make_model, register
-from retrieval.data import Event
+from retrieval.data.model import Event
 from retrieval.errors import ConfigError
-from retrieval.retrieve import Candidate
+from retrieval.candidates.base import Candidate
 
 DEFAULT_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 
@@ -43,7 +43,7 @@ class LLMRerankModel(Recommender):
         calibrate: subtract the label prior of a content-free prompt from the logprob scores
             (see `agent.rerank.RerankConfig.calibrate`).
         cpu_format: embedded GGUF conversion ("original", "q8_0", "q4_0", "f16"); "" = the default
-            (see `agent.llm.LLMSettings.cpu_format`).
+            (see `agent.llm.client.LLMSettings.cpu_format`).
         cache_dir: response cache directory (resumable, reproducible runs); "" = no cache.
         base: model scoring candidates that arrive without scores (llmrank protocol); "none" = zeros.
         embedder: passed to the base model.

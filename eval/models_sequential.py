@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from eval.models import Recommender, TrainData, ValidationData, register
-from retrieval.data import Event
+from retrieval.data.model import Event
 from retrieval.errors import ConfigError
-from retrieval.sequential import SeqConfig, SequentialGenerator, SequentialModel
-from retrieval.sequential_train import TrainReport, holdout_last, text_matrix, train
+from retrieval.sequential.model import SeqConfig, SequentialGenerator, SequentialModel
+from retrieval.sequential.train import TrainReport, holdout_last, text_matrix, train
 
 
 class SASRecModel(Recommender):
@@ -60,8 +60,8 @@ class SASRecModel(Recommender):
         self.text: np.ndarray | None = None
         self.text_embedder: str | None = None
         if self.config.use_text:
-            from retrieval.build import default_cache
-            from retrieval.embed import make_embedder
+            from retrieval.vectors.build import default_cache
+            from retrieval.vectors.embed import make_embedder
 
             embedder = make_embedder(self.embedder_name)
             self.text = text_matrix(train.catalog, train.item_ids, embedder, default_cache())
@@ -154,9 +154,9 @@ class HybridModel(SASRecModel):
         self.val_recall: dict[str, float] = {}
 
     def fit(self, train: TrainData) -> HybridModel:
-        from retrieval.build import build_index, default_cache
-        from retrieval.embed import make_embedder
-        from retrieval.knn import ItemKNN
+        from retrieval.vectors.build import build_index, default_cache
+        from retrieval.vectors.embed import make_embedder
+        from retrieval.candidates.knn import ItemKNN
 
         super().fit(train)
         self.index = build_index(train.catalog, make_embedder(self.embedder_name), "flat", cache=default_cache(),
@@ -166,8 +166,8 @@ class HybridModel(SASRecModel):
 
     def generators(self, inputs: Sequence[Sequence[Event]]) -> tuple[list[str], list[Any]]:
         """Keys and the three generators over input sequences keyed "0", "1", ..."""
-        from retrieval.knn import KNNGenerator
-        from retrieval.retrieve import InterestRetriever
+        from retrieval.candidates.knn import KNNGenerator
+        from retrieval.candidates.base import InterestRetriever
 
         keys = [str(u) for u in range(len(inputs))]
         hist = dict(zip(keys, inputs, strict=True))
@@ -175,7 +175,7 @@ class HybridModel(SASRecModel):
                       KNNGenerator(self.knn, hist)]
 
     def tune(self, validation: ValidationData) -> None:
-        from retrieval.fusion import recall_at, tune_weights
+        from retrieval.candidates.fusion import recall_at, tune_weights
 
         super().tune(validation)
         keys, gens = self.generators(validation.inputs)
@@ -187,7 +187,7 @@ class HybridModel(SASRecModel):
         self.val_recall[f"val_recall@{self.tune_k}_fusion"] = found.recall
 
     def score_batch(self, inputs: Sequence[Sequence[Event]]) -> np.ndarray:
-        from retrieval.fusion import FusionGenerator
+        from retrieval.candidates.fusion import FusionGenerator
 
         model = self.trained()
         base = model.score(inputs)

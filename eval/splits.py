@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 
-from retrieval.data import Dataset, Event
+from retrieval.data.model import Dataset, Event
 from retrieval.errors import ConfigError, DataError
 
 History = tuple[Event, ...]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.data import Catalog, Dataset, Event, Item
+from retrieval.data.model import Catalog, Dataset, Event, Item
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ML100K = SHARED / "ml-100k"

@@ -10,14 +10,14 @@ from langchain_core.messages import AIMessage
 from agent.agent import AgentConfig, RecommenderAgent
 from agent.explain import Explainer
 from agent.intent import keyword_route
-from agent.llm import LLMClient
+from agent.llm.client import LLMClient
 from agent.rerank import LLMReranker
 from agent.types import INTENTS, ChatSession
-from retrieval.build import build_index
-from retrieval.data import Dataset
-from retrieval.embed import HashingEmbedder
+from retrieval.vectors.build import build_index
+from retrieval.data.model import Dataset
+from retrieval.vectors.embed import HashingEmbedder
 from retrieval.errors import ConfigError, UnknownUserError
-from retrieval.retrieve import InterestRetriever
+from retrieval.candidates.base import InterestRetriever
 from tests.conftest import planted_shift_dataset
 from tests.fakes import FakeChatModel, LogprobReply
 
@@ -193,8 +193,8 @@ def test_sessions_and_users_are_checked(world) -> None:  # type: ignore[no-untyp
 @pytest.mark.slow
 def test_real_embedded_model_end_to_end(ml100k_path) -> None:  # type: ignore[no-untyped-def]
     from agent.evidence import item_evidence, shift_evidence
-    from agent.llm import LLMSettings, make_client
-    from retrieval.datasets import load_dataset
+    from agent.llm.client import LLMSettings, make_client
+    from retrieval.data.datasets import load_dataset
 
     ds = load_dataset(ml100k_path)
     index = build_index(ds.catalog, HashingEmbedder(dim=256), "numpy", progress=False)
@@ -224,7 +224,7 @@ def test_auto_routing_lets_specific_patterns_overrule_a_weak_llm(world) -> None:
 
 
 def test_cli_recommend_explain_and_chat_one_shot(ml100k_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    from eval.cli import main
+    from driftrec.cli.main import main
 
     base = ["--data", str(ml100k_path), "--embedder", "hashing", "--backend", "numpy", "--no-cache", "--llm", "none"]
     assert main(["recommend", *base, "--user", "286", "-k", "2", "--explain", "--json"]) == 0
@@ -241,7 +241,7 @@ def test_cli_recommend_explain_and_chat_one_shot(ml100k_path, capsys) -> None:  
 
 def test_a_second_copy_of_a_seen_title_is_not_recommended() -> None:
     """ml-100k lists some films twice under two ids: the copy the user did not rate must not come back."""
-    from retrieval.data import Catalog, Item
+    from retrieval.data.model import Catalog, Item
 
     base = planted_shift_dataset(n_users=3)
     seen = base.history("u0")[-1].item

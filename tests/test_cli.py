@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.cli import main
+from driftrec.cli.main import main
 
 
 def test_index_and_recommend_json(tmp_path: Path, ml100k_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

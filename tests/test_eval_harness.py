@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.cli import main
+from driftrec.cli.main import main
 from eval.harness import EvalConfig, LeakageError, check_no_leakage, evaluate, validation_metric
 from eval.models import RankedCandidates, Recommender, TrainData, ValidationData, make_model
 from eval.protocols import LLMRankSampling, ProtocolContext, RetrieveRerank
 from eval.splits import Split, check_llmrank_split, leave_one_out, temporal_split
-from retrieval.data import Catalog, Dataset, Event, Item
-from retrieval.datasets import load_dataset
+from retrieval.data.model import Catalog, Dataset, Event, Item
+from retrieval.data.datasets import load_dataset
 from retrieval.errors import ConfigError
-from retrieval.knn import ItemKNN, KNNGenerator
+from retrieval.candidates.knn import ItemKNN, KNNGenerator
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 

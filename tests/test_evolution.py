@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.evolution_synthetic import match_points, score_detector, synthetic_shift_users, windowed
-from retrieval.build import build_index
-from retrieval.data import Catalog, Event, Item
-from retrieval.drift import (
+from eval.research.evolution_synthetic import match_points, score_detector, synthetic_shift_users, windowed
+from retrieval.vectors.build import build_index
+from retrieval.data.model import Catalog, Event, Item
+from retrieval.evolution.drift import (
     ShiftConfig,
     change_points,
     consecutive_drift,
@@ -20,9 +20,9 @@ from retrieval.drift import (
     js_divergence,
     long_short_terms,
 )
-from retrieval.embed import HashingEmbedder
+from retrieval.vectors.embed import HashingEmbedder
 from retrieval.errors import ConfigError, UnknownUserError
-from retrieval.forecast import (
+from retrieval.evolution.forecast import (
     AutoregressiveForecaster,
     ExpSmoothingForecaster,
     ForecastGenerator,
@@ -30,8 +30,8 @@ from retrieval.forecast import (
     LastWindowForecaster,
     TunedSmoothingForecaster,
 )
-from retrieval.forecast_gru import GRUForecaster
-from retrieval.timeline import Window, build_timeline, summarize_evolution
+from eval.research.forecast_gru import GRUForecaster
+from retrieval.evolution.timeline import Window, build_timeline, summarize_evolution
 
 MONDAY = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -191,7 +191,7 @@ def test_forecast_generator_follows_the_new_interest(shift_dataset) -> None:  # 
 
 
 def test_real_ml100k_timeline(ml100k_path: Path) -> None:
-    from retrieval.datasets import load_dataset
+    from retrieval.data.datasets import load_dataset
 
     dataset = load_dataset(ml100k_path)
     history = dataset.history("1")
@@ -204,7 +204,7 @@ def test_real_ml100k_timeline(ml100k_path: Path) -> None:
 
 
 def test_cli_writes_png_and_json(ml100k_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from eval.cli import main
+    from driftrec.cli.main import main
 
     out = tmp_path / "u.png"
     code = main(["timeline", "--data", str(ml100k_path), "--user", "13", "--out", str(out), "--json",

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.embed import EmbeddingCache, HashingEmbedder
+from retrieval.vectors.embed import EmbeddingCache, HashingEmbedder
 from retrieval.errors import ConfigError, IndexStateError, UnknownItemError
-from retrieval.index import VectorIndex
+from retrieval.vectors.index import VectorIndex
 
 
 def _vectors(n: int = 300, dim: int = 32, seed: int = 0) -> np.ndarray:

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from langchain_core.messages import HumanMessage
 
-from agent.cache import ResponseCache
-from agent.llm import LLMClient, LLMSettings, capabilities, make_chat_model, parse_top_logprobs
+from agent.llm.cache import ResponseCache
+from agent.llm.client import LLMClient, LLMSettings, capabilities, make_chat_model, parse_top_logprobs
 from agent.rerank import LLMReranker, RerankConfig, label_scores
-from retrieval.data import Catalog, Event, Item
+from retrieval.data.model import Catalog, Event, Item
 from retrieval.errors import ConfigError, IndexStateError, LLMError
-from retrieval.retrieve import Candidate
+from retrieval.candidates.base import Candidate
 from tests.fakes import FakeChatModel, FakeExhaustedError, LogprobReply, prompt_dependent
 
 N = 8
@@ -285,7 +285,7 @@ def test_packaged_join_verifies_sha256(tmp_path: Path, monkeypatch: pytest.Monke
     import hashlib
     import sys
 
-    from agent import packaged
+    from agent.llm import packaged
 
     for n, blob in enumerate([b"GGUF-part-one|", b"part-two"], start=1):
         pkg = tmp_path / "site" / f"fakepart{n}"
@@ -313,7 +313,7 @@ def test_cpu_format_conversion_runs_once_and_again_when_the_source_changes(tmp_p
     import os
     import shutil
 
-    from agent import packaged
+    from agent.llm import packaged
 
     source = tmp_path / "smol.gguf"
     shutil.copyfile(packaged.locate("smollm2-135m"), source)
@@ -339,7 +339,7 @@ def test_cpu_format_conversion_runs_once_and_again_when_the_source_changes(tmp_p
 def test_embedded_backend_converts_packaged_models_but_not_given_files(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("llama_cpp")
-    from agent.packaged import DEFAULT_CPU_FORMAT, locate
+    from agent.llm.packaged import DEFAULT_CPU_FORMAT, locate
 
     monkeypatch.setenv("DRIFTREC_MODEL_DIR", str(tmp_path))
     default = make_chat_model(LLMSettings(backend="embedded"))
@@ -379,7 +379,7 @@ def test_harness_model_tunes_weight_and_reports_diagnostics(shift_dataset) -> No
 @pytest.fixture(scope="module")
 def smollm2():  # type: ignore[no-untyped-def]
     pytest.importorskip("llama_cpp")
-    from agent.packaged import locate
+    from agent.llm.packaged import locate
 
     return make_chat_model(LLMSettings(backend="embedded", model=str(locate("smollm2-135m")), n_ctx=2048))
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from retrieval.data import Catalog, Dataset, Event, Item
-from retrieval.datasets import load_dataset, locate_ml100k
+from retrieval.data.model import Catalog, Dataset, Event, Item
+from retrieval.data.datasets import load_dataset, locate_ml100k
 from retrieval.errors import DataError, DatasetNotFoundError, UnknownUserError
-from retrieval.loaders import (
+from retrieval.data.loaders import (
     ColumnMap,
     ItemColumnMap,
     load_csv,

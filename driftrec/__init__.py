@@ -1,0 +1,1 @@
+"""driftrec: recommendations that follow how a user's interests evolve."""
