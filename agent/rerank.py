@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,11 +28,13 @@ import numpy as np
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from agent.llm.client import LLMClient
+from agent.llm.json_reply import extract_json_object
 from agent.narrative import NarrativeConfig, build_narrative
+from agent.types import RerankResult
 from prompts import data_block, load_prompt, quote
+from retrieval.candidates.base import Candidate
 from retrieval.data.model import Catalog, Event
 from retrieval.errors import ConfigError, LLMError
-from retrieval.candidates.base import Candidate
 
 LABELS: tuple[str, ...] = tuple(chr(ord("A") + i) for i in range(26))
 METHODS = ("auto", "logprobs", "json", "retrieval")
@@ -85,49 +86,6 @@ class RerankConfig:
             raise ConfigError(f"max_candidates must be in 1..{len(LABELS)}, got {self.max_candidates}")
         if self.passes < 1 or self.max_retries < 0:
             raise ConfigError(f"passes must be ≥ 1 and max_retries ≥ 0: {self}")
-
-
-@dataclass(frozen=True)
-class RerankResult:
-    """A reranked list and how it was obtained.
-
-    Attributes:
-        candidates: the input candidates reordered, best first; `score` is the fused score and
-            `source` is "rerank" (or the original source on fallback).
-        llm_scores: item id → standardised LLM score (empty when no method succeeded).
-        method: "logprobs", "json" or "retrieval" (the method whose scores were used).
-        fallback: True when an LLM was asked but retrieval order was returned.
-        retries: re-asks after invalid replies.
-        invalid_outputs: replies that could not be used (unparseable, no label, empty, ...).
-        hallucinated_ids: labels/ids in replies that are not candidates (dropped).
-        duplicates: repeated labels in replies (dropped).
-        missing_filled: candidates absent from a JSON ranking, filled in retrieval order.
-        errors: backend errors and validation messages, in order.
-        calls: LLM calls made (cache hits included).
-        cached_calls: calls served from the response cache.
-        prompt_tokens: prompt tokens over all calls.
-        latency_s: wall time of the whole rerank.
-    """
-
-    candidates: list[Candidate]
-    llm_scores: dict[str, float]
-    method: str
-    fallback: bool = False
-    retries: int = 0
-    invalid_outputs: int = 0
-    hallucinated_ids: int = 0
-    duplicates: int = 0
-    missing_filled: int = 0
-    errors: tuple[str, ...] = ()
-    calls: int = 0
-    cached_calls: int = 0
-    prompt_tokens: int = 0
-    latency_s: float = 0.0
-
-    @property
-    def item_ids(self) -> list[str]:
-        """Reranked item ids, best first."""
-        return [c.item_id for c in self.candidates]
 
 
 @dataclass
@@ -278,27 +236,17 @@ def _example(labels: Sequence[str]) -> str:
     return json.dumps({"ranking": list(labels[:3]) + ["..."]})
 
 
-_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
-
-
 def parse_ranking(text: str, labels: Sequence[str], counters: _Counters) -> list[str]:
     """Valid labels from a JSON ranking reply, in the model's order; foreign and repeated ones dropped.
 
     Raises:
         InvalidOutput: empty, not JSON, wrong shape, or no valid label at all.
     """
-    if not text.strip():
-        raise InvalidOutput("empty reply")
-    match = _OBJECT.search(text)
-    if match is None:
-        if "{" in text:
-            raise InvalidOutput("invalid JSON (truncated: no closing '}')")
-        raise InvalidOutput(f"no JSON object in the reply: {text[:60]!r}")
     try:
-        data = json.loads(match.group(0))
-    except json.JSONDecodeError as exc:
-        raise InvalidOutput(f"invalid JSON ({exc.msg} at char {exc.pos})") from None
-    entries = data.get("ranking") if isinstance(data, dict) else None
+        data = extract_json_object(text)
+    except ValueError as exc:
+        raise InvalidOutput(str(exc)) from None
+    entries = data.get("ranking")
     if not isinstance(entries, list):
         raise InvalidOutput('the JSON object has no "ranking" list')
     valid = set(labels)

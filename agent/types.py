@@ -5,11 +5,113 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, computed_field
+
+from retrieval.candidates.base import Candidate
 
 TextSource = Literal["llm", "regenerated", "template"]
 Intent = Literal["recommend", "more_like", "different", "why", "recent_interests", "help"]
 INTENTS: tuple[str, ...] = ("recommend", "more_like", "different", "why", "recent_interests", "help")
+RouteMethod = Literal["tools", "llm", "keywords"]
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    """A reranked list and how it was obtained.
+
+    Attributes:
+        candidates: the input candidates reordered, best first; `score` is the fused score and
+            `source` is "rerank" (or the original source on fallback).
+        llm_scores: item id → standardised LLM score (empty when no method succeeded).
+        method: "logprobs", "json" or "retrieval" (the method whose scores were used).
+        fallback: True when an LLM was asked but retrieval order was returned.
+        retries: re-asks after invalid replies.
+        invalid_outputs: replies that could not be used (unparseable, no label, empty, ...).
+        hallucinated_ids: labels/ids in replies that are not candidates (dropped).
+        duplicates: repeated labels in replies (dropped).
+        missing_filled: candidates absent from a JSON ranking, filled in retrieval order.
+        errors: backend errors and validation messages, in order.
+        calls: LLM calls made (cache hits included).
+        cached_calls: calls served from the response cache.
+        prompt_tokens: prompt tokens over all calls.
+        latency_s: wall time of the whole rerank.
+    """
+
+    candidates: list[Candidate]
+    llm_scores: dict[str, float]
+    method: str
+    fallback: bool = False
+    retries: int = 0
+    invalid_outputs: int = 0
+    hallucinated_ids: int = 0
+    duplicates: int = 0
+    missing_filled: int = 0
+    errors: tuple[str, ...] = ()
+    calls: int = 0
+    cached_calls: int = 0
+    prompt_tokens: int = 0
+    latency_s: float = 0.0
+
+    @property
+    def item_ids(self) -> list[str]:
+        """Reranked item ids, best first."""
+        return [c.item_id for c in self.candidates]
+
+
+class Diagnostics(BaseModel):
+    """How a list or a chat reply was made: a typed record, never prose to parse.
+
+    Attributes:
+        candidates: candidates handed to the reranker, after dropping seen titles (None: no retrieval ran).
+        generator: name of the candidate generator (None: no retrieval ran).
+        dropped_seen_titles: candidates dropped because the user rated another copy of the same title.
+        rerank: the reranker's typed result; None when no reranker ran (retrieval order kept).
+        explanations_template: explanations built from the evidence template (LLM answers rejected or no LLM).
+        explanations_regenerated: explanations whose first LLM answer failed grounding and a re-ask passed.
+        short_list: fewer items than asked for.
+        route: how the chat intent was decided ("tools", "llm", "keywords"); None outside chat.
+        route_fallback: an LLM route failed and keywords decided instead.
+        route_overridden: a keyword pattern overruled the LLM's intent.
+        route_error: why the LLM route failed.
+        unknown_title: the message named a title that is not in the catalogue.
+        no_index: "more like" found the title but there are no item vectors.
+        anchor: the item id "more like" searched around.
+        widened_to_popularity: "different" ran short and added popular items outside the recent genres.
+        not_suggested: "why" named a title that was not suggested in this conversation.
+        shift_source: how the interest-shift text was obtained.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    candidates: int | None = None
+    generator: str | None = None
+    dropped_seen_titles: int = 0
+    rerank: RerankResult | None = None
+    explanations_template: int = 0
+    explanations_regenerated: int = 0
+    short_list: bool = False
+    route: RouteMethod | None = None
+    route_fallback: bool = False
+    route_overridden: bool = False
+    route_error: str | None = None
+    unknown_title: bool = False
+    no_index: bool = False
+    anchor: str | None = None
+    widened_to_popularity: bool = False
+    not_suggested: bool = False
+    shift_source: TextSource | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def rerank_method(self) -> str:
+        """"logprobs", "json" or "retrieval" from the reranker; "none" when no reranker ran."""
+        return self.rerank.method if self.rerank is not None else "none"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def rerank_fallback(self) -> bool:
+        """True when an LLM reranker was asked but retrieval order was returned."""
+        return self.rerank is not None and self.rerank.fallback
 
 
 class GroundingReport(BaseModel):
@@ -85,7 +187,7 @@ class Recommendation(BaseModel):
         scores: final scores (reranked when an LLM reranker ran, else retrieval scores).
         explanations: one per item when requested, same order; empty otherwise.
         interest_shift: the grounded description of how the user's interests moved, if requested.
-        flags: how the list was made: reranking method, fallback, retries, invalid outputs, notes.
+        diagnostics: how the list was made (reranker result, dropped titles, template explanations, ...).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -96,7 +198,7 @@ class Recommendation(BaseModel):
     scores: tuple[float, ...]
     explanations: tuple[Explanation, ...] = ()
     interest_shift: GroundedText | None = None
-    flags: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    diagnostics: Diagnostics = Diagnostics()
 
     def explanation(self, item_id: str) -> Explanation | None:
         """The explanation of one item, or None."""
@@ -111,7 +213,7 @@ class ChatReply(BaseModel):
         intent: the intent the message was routed to.
         recommendations: the list shown with this reply, if any.
         interest_shift: the interest-shift text, if the reply includes one.
-        flags: routing method ("tools", "llm", "keywords"), fallbacks, unknown titles, errors.
+        diagnostics: routing method, fallbacks, unknown titles, errors.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -120,7 +222,7 @@ class ChatReply(BaseModel):
     intent: Intent
     recommendations: Recommendation | None = None
     interest_shift: GroundedText | None = None
-    flags: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    diagnostics: Diagnostics = Diagnostics()
 
 
 @dataclass

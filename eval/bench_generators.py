@@ -11,13 +11,15 @@ import argparse
 import time
 
 from eval.splits import leave_one_out
-from retrieval.vectors.build import build_index, default_cache
-from retrieval.data.datasets import load_dataset
-from retrieval.vectors.embed import make_embedder
+from retrieval.candidates.base import CandidateGenerator
 from retrieval.candidates.fusion import FusionGenerator
-from retrieval.candidates.registry import KNN_HALF_LIFE, KNN_NEIGHBOURS
+from retrieval.candidates.interest import InterestRetriever
 from retrieval.candidates.knn import ItemKNN, KNNGenerator
-from retrieval.candidates.base import CandidateGenerator, InterestRetriever
+from retrieval.candidates.popularity import PopularityGenerator
+from retrieval.candidates.registry import KNN_HALF_LIFE, KNN_NEIGHBOURS
+from retrieval.data.datasets import load_dataset
+from retrieval.vectors.build import build_index, default_cache
+from retrieval.vectors.embed import make_embedder
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,15 +31,14 @@ def main(argv: list[str] | None = None) -> None:
     index = build_index(ds.catalog, make_embedder(), "flat", cache=default_cache(), progress=False)
     knn_model = ItemKNN(split.train, ds.catalog.ids, neighbours=KNN_NEIGHBOURS, half_life=KNN_HALF_LIFE)
     for stage in (split.validation, split.test):
-        histories = dict(zip(stage.users, stage.inputs, strict=True))
-        knn = KNNGenerator(knn_model, histories)
-        interest = InterestRetriever(index, histories)
+        knn = KNNGenerator(knn_model)
+        interest = InterestRetriever(index, popularity=PopularityGenerator(stage.inputs))
         generators: dict[str, CandidateGenerator] = {"itemknn": knn, "interest": interest}
         for w in (0.1, 0.25, 0.5, 1.0):
             generators[f"rrf(itemknn 1, interest {w})"] = FusionGenerator([knn, interest], [1.0, w])
         for name, gen in generators.items():
             start = time.perf_counter()
-            lists = gen.generate_batch(list(stage.users), 20)
+            lists = gen.generate_batch(stage.inputs, 20)
             hits = [[c.item_id for c in picks] for picks in lists]
             r10, r20 = (sum(t.item in h[:k] for h, t in zip(hits, stage.targets, strict=True)) / len(hits)
                         for k in (10, 20))

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.vectors.build import build_index
 from retrieval.data.datasets import load_dataset
+from retrieval.vectors.build import build_index
 from retrieval.vectors.embed import EmbeddingCache, make_embedder
 
 

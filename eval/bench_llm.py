@@ -30,13 +30,13 @@ import numpy as np
 
 from agent.evidence import item_evidence
 from agent.explain import Explainer
-from agent.llm.client import LLMClient, LLMSettings, make_chat_model
-from agent.narrative import NarrativeConfig
+from agent.llm import LLMClient, LLMSettings, make_chat_model
 from agent.llm.packaged import CPU_FORMATS, DEFAULT_CPU_FORMAT, PACKAGED, locate
+from agent.narrative import NarrativeConfig
 from agent.rerank import LLMReranker, RerankConfig
+from retrieval.candidates.popularity import PopularityGenerator
 from retrieval.data.datasets import load_dataset
 from retrieval.errors import MissingDependencyError
-from retrieval.candidates.base import PopularityGenerator
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def workload(n_users: int, history_len: int = 50, k: int = 20, seed: int = 0):  
     users = [eligible[i] for i in rng.choice(len(eligible), size=min(n_users, len(eligible)), replace=False)]
     histories = {u: ds.histories[u][-history_len - 1:-1] for u in users}
     gen = PopularityGenerator({u: ds.histories[u] for u in ds.histories})
-    cands = gen.generate_batch(users, k)
+    cands = gen.generate_batch([ds.histories[u] for u in users], k)
     return ds.catalog, [(histories[u], c) for u, c in zip(users, cands, strict=True)]
 
 

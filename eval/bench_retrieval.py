@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from retrieval.candidates.interest import InterestRetriever
 from retrieval.data.model import Event
 from retrieval.vectors.index import VectorIndex
-from retrieval.candidates.base import InterestRetriever
 
 
 def clustered_vectors(n: int, dim: int, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
@@ -58,27 +58,26 @@ def main(argv: list[str] | None = None) -> None:
     print(f"index: {index} built in {time.perf_counter() - t:.1f}s")
     histories = synthetic_histories(args.users, args.items, args.history, rng)
     users = list(histories)
-    retriever = InterestRetriever(index, histories)
-    retriever.generate_batch(users[:10], args.k)  # warm-up
+    seqs = [histories[u] for u in users]
+    retriever = InterestRetriever(index)
+    retriever.generate_batch(seqs[:10], args.k)  # warm-up
 
-    # driftrec, batched (cold: per-user arrays are built inside the timed region for fairness)
-    retriever._arrays.clear()
+    # driftrec, batched (history arrays are built inside the timed region)
     t = time.perf_counter()
-    results = retriever.generate_batch(users, args.k)
+    results = retriever.generate_batch(seqs, args.k)
     ours_batch = time.perf_counter() - t
     assert all(len(r) == args.k for r in results)
     # raw FAISS on the same queries and the same depth (k + seen items)
-    queries, _ = retriever.queries(users)
+    queries, _ = retriever.queries(seqs)
     depth = args.k + args.history
     t = time.perf_counter()
     index.backend.search_batch(queries, depth)
     raw_batch = time.perf_counter() - t
 
     lat_ours, lat_raw = [], []
-    for u, q in zip(users[: args.single], queries[: args.single], strict=True):
-        retriever._arrays.pop(u, None)
+    for seq, q in zip(seqs[: args.single], queries[: args.single], strict=True):
         t = time.perf_counter()
-        retriever.generate([u][0], args.k)
+        retriever.generate(seq, args.k)
         lat_ours.append(time.perf_counter() - t)
         t = time.perf_counter()
         index.backend.search_batch(q[None, :], depth)

@@ -28,11 +28,11 @@ from tqdm.auto import tqdm
 def run_user(user: str, dataset: Any, index: Any, retriever: Any, explainer: Any, k: int) -> list[dict[str, Any]]:
     """Explanations for the top-k items and the shift text of one user, one row per text."""
     from agent.evidence import item_evidence, shift_evidence
-    from retrieval.evolution.timeline import summarize_evolution
+    from retrieval.evolution.summary import summarize_evolution
 
     history = dataset.history(user)
     rows = []
-    items = [c.item_id for c in retriever.generate(user, k)]
+    items = [c.item_id for c in retriever.generate(history, k)]
     for exp in explainer.explain(history, items):
         ev = item_evidence(history, exp.item_id, dataset.catalog, index, explainer.config.supporting)
         final = explainer.checker.check(exp.text.text, ev.titles, ev.categories, ev.item_line + ev.as_lines())
@@ -110,20 +110,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from agent.explain import ExplainConfig, Explainer
-    from retrieval.vectors.build import build_index, default_cache
+    from retrieval.candidates.interest import InterestRetriever
+    from retrieval.candidates.popularity import PopularityGenerator
     from retrieval.data.datasets import load_dataset
+    from retrieval.vectors.build import build_index, default_cache
     from retrieval.vectors.embed import make_embedder
-    from retrieval.candidates.base import InterestRetriever
 
     dataset = load_dataset(args.data)
     index = build_index(dataset.catalog, make_embedder(args.embedder), cache=default_cache())
     client = None
     if args.llm != "none":
-        from agent.llm.client import LLMSettings, make_client
+        from agent.llm import LLMSettings, make_client
 
         client = make_client(LLMSettings(backend=args.llm, model=args.llm_model, base_url=args.llm_url))
     explainer = Explainer(dataset.catalog, client, index, ExplainConfig(max_attempts=args.max_attempts))
-    retriever = InterestRetriever(index, dataset.histories)
+    retriever = InterestRetriever(index, popularity=PopularityGenerator(dataset.histories))
     users = random.Random(args.seed).sample(dataset.users, min(args.users, len(dataset.users)))
     done: list[dict[str, Any]] = []
     if args.resume and args.out.is_file():

@@ -50,7 +50,6 @@ the target; targets never leave the harness except the validation targets passed
 from __future__ import annotations
 
 import hashlib
-import inspect
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,8 +69,8 @@ from eval.metrics import (
     rank_candidates,
     rank_full,
 )
-from eval.models import RankedCandidates, Recommender, TrainData, ValidationData, make_model, model_factory
-from eval.protocols import ProtocolContext, make_protocol, seen_mask, top_columns
+from eval.models import RankedCandidates, Recommender, TrainData, ValidationData, make_model, with_defaults
+from eval.protocols import ProtocolContext, ProtocolName, make_protocol, seen_mask, top_columns
 from eval.resume import RankStore
 from eval.splits import Split, Stage, leave_one_out
 from retrieval.data.model import Dataset
@@ -109,7 +108,7 @@ class EvalConfig:
             run restarts at the first unfinished model.
     """
 
-    protocol: str = "full"
+    protocol: ProtocolName = "full"
     ks: tuple[int, ...] = KS
     seed: int = 0
     n_users: int | None = None
@@ -335,16 +334,8 @@ def _sample_users(split: Split, config: EvalConfig) -> tuple[Stage, Stage]:
 def _instance(model: str | Recommender, config: EvalConfig) -> Recommender:
     if isinstance(model, Recommender):
         return model
-    kwargs = dict(config.model_kwargs.get(model, {}))
-    params = inspect.signature(model_factory(model)).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    unknown = sorted(set(kwargs) - set(params))
-    if unknown and not takes_any:
-        raise ConfigError(f"model {model!r} has no option {', '.join(unknown)}; "
-                          f"valid: {', '.join(params) or 'none'}")
-    for key, value in {"seed": config.seed, "progress": config.progress, **config.defaults}.items():
-        if key in params and key not in kwargs:
-            kwargs[key] = value
+    kwargs = with_defaults(model, config.model_kwargs.get(model, {}),
+                           {"seed": config.seed, "progress": config.progress, **config.defaults}, strict=True)
     return make_model(model, **kwargs)
 
 

@@ -86,6 +86,22 @@ def rank_candidates(scores: Sequence[np.ndarray], target_pos: np.ndarray, ties: 
     return ranks
 
 
+def ndcg_at(ranks: np.ndarray, k: int) -> np.ndarray:
+    """NDCG@k of one held-out item per user: 1/log2(rank + 1) if rank ≤ k else 0.
+
+    Args:
+        ranks: (n_users,) 1-based ranks, inf for a miss.
+        k: cut-off.
+
+    Returns:
+        (n_users,) float64.
+    """
+    ranks = np.asarray(ranks, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        gain = 1.0 / np.log2(ranks + 1.0)
+    return np.where(ranks <= k, gain, 0.0)
+
+
 def per_user_metrics(ranks: np.ndarray, ks: Sequence[int] = KS) -> dict[str, np.ndarray]:
     """Per-user metric values from ranks.
 
@@ -98,13 +114,11 @@ def per_user_metrics(ranks: np.ndarray, ks: Sequence[int] = KS) -> dict[str, np.
     """
     ranks = np.asarray(ranks, dtype=np.float64)
     out: dict[str, np.ndarray] = {}
-    with np.errstate(divide="ignore"):
-        gain = 1.0 / np.log2(ranks + 1.0)
     for k in ks:
         hit = (ranks <= k).astype(np.float64)
         out[f"hr@{k}"] = hit
         out[f"recall@{k}"] = hit
-        out[f"ndcg@{k}"] = np.where(ranks <= k, gain, 0.0)
+        out[f"ndcg@{k}"] = ndcg_at(ranks, k)
     out["mrr"] = 1.0 / ranks
     return out
 

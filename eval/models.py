@@ -6,13 +6,17 @@ input sequence (what precedes the held-out event) and nothing else. A model neve
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from retrieval.candidates.base import CandidateGenerator
 from retrieval.data.model import Catalog, Event
 from retrieval.errors import ConfigError
+from retrieval.registry import Registry
 
 Sequence_ = Sequence[Event]
 
@@ -76,7 +80,6 @@ class Recommender:
     """
 
     name: str = "model"
-    uses_llm: bool = False
 
     def fit(self, train: TrainData) -> Recommender:
         """Learn from training data only; returns self."""
@@ -132,16 +135,45 @@ class Recommender:
         return found
 
 
-MODELS: dict[str, Callable[..., Recommender]] = {}
+class GeneratorModel(Recommender):
+    """Any candidate generator as an evaluated model: the harness's one generator adapter.
+
+    Each input sequence is passed to the generator as the user's history; its top `depth` candidates
+    get their generator scores, every other item -inf (ranked below all candidates).
+
+    Args:
+        build: makes the generator from the training data (called by `fit`).
+        depth: candidates scored per user.
+    """
+
+    def __init__(self, build: Callable[[TrainData], CandidateGenerator], depth: int = 100) -> None:
+        self.build, self.depth = build, int(depth)
+
+    def fit(self, train: TrainData) -> GeneratorModel:
+        self.train = train
+        self.generator = self.build(train)
+        return self
+
+    def score_batch(self, inputs: Sequence[Sequence_]) -> np.ndarray:
+        scores = np.full((len(inputs), len(self.train.item_ids)), -np.inf)
+        col = self._columns()
+        for u, cands in enumerate(self.generator.generate_batch(inputs, self.depth)):
+            if cands:
+                scores[u, [col[c.item_id] for c in cands]] = [c.score for c in cands]
+        return scores
+
+
+# name -> model factory. Built-in models register with `@register(name)` in eval/models_*.py; third
+# parties register under the entry-point group "driftrec.models".
+MODELS: Registry[Callable[..., Recommender]] = Registry("model", "driftrec.models")
 BROKEN: dict[str, str] = {}  # model module → why it failed to import
+# The modules holding the built-in models, baselines first (the others import torch or LangChain).
+BUILTIN_MODULES = ("eval.models_baselines", "eval.models_sequential", "eval.models_llm")
 
 
 def register(name: str) -> Callable[[Callable[..., Recommender]], Callable[..., Recommender]]:
-    """Class decorator: make a model available to the harness and CLI by `name`."""
-    def deco(factory: Callable[..., Recommender]) -> Callable[..., Recommender]:
-        MODELS[name] = factory
-        return factory
-    return deco
+    """Class decorator: make a model available to the harness and CLI by `name` (in `MODELS`)."""
+    return MODELS.register(name)
 
 
 def model_factory(name: str) -> Callable[..., Recommender]:
@@ -149,16 +181,34 @@ def model_factory(name: str) -> Callable[..., Recommender]:
     if name not in MODELS:
         _load_builtin_models(until=name)
     try:
-        return MODELS[name]
-    except KeyError:
-        broken = "".join(f"; eval.{m} failed to import ({why})" for m, why in sorted(BROKEN.items()))
-        raise ConfigError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}{broken}") from None
+        return MODELS.get(name)
+    except ConfigError as exc:
+        broken = "".join(f"; {m} failed to import ({why})" for m, why in sorted(BROKEN.items()))
+        raise ConfigError(f"{exc}{broken}") from None
 
 
-def available_models() -> list[str]:
-    """Every registered model name, sorted."""
-    _load_builtin_models()
-    return sorted(MODELS)
+def with_defaults(name: str, kwargs: Mapping[str, Any], defaults: Mapping[str, Any],
+                  strict: bool = False) -> dict[str, Any]:
+    """`kwargs` plus each of `defaults` that the factory of `name` declares by name and `kwargs` lacks.
+
+    Args:
+        name: registered model name.
+        kwargs: explicit constructor arguments (they win over defaults).
+        defaults: arguments given only to factories that declare them (e.g. seed, embedder).
+        strict: raise ConfigError for a key of `kwargs` the factory does not take (unless it takes **kwargs).
+    """
+    params = inspect.signature(model_factory(name)).parameters
+    out = dict(kwargs)
+    if strict:
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        unknown = sorted(set(out) - set(params))
+        if unknown and not takes_any:
+            raise ConfigError(f"model {name!r} has no option {', '.join(unknown)}; "
+                              f"valid: {', '.join(params) or 'none'}")
+    for key, value in defaults.items():
+        if key in params and key not in out:
+            out[key] = value
+    return out
 
 
 def make_model(name: str, **kwargs: object) -> Recommender:
@@ -170,24 +220,20 @@ def make_model(name: str, **kwargs: object) -> Recommender:
 
 
 def _load_builtin_models(until: str | None = None) -> None:
-    """Import `eval/models_*.py` modules so their @register decorators run.
+    """Import the `BUILTIN_MODULES` so their @register decorators run.
 
     Baselines first; with `until`, stop once that name is registered (other model modules import
     torch or LangChain, 10+ s on a loaded machine, which a baseline-only run need not pay).
     """
     import importlib
-    import pkgutil
 
-    import eval as pkg
-
-    names = sorted((m.name for m in pkgutil.iter_modules(pkg.__path__)), key=lambda n: n != "models_baselines")
-    for mod_name in names:
+    for module in BUILTIN_MODULES:
         if until is not None and until in MODELS:
             return
-        if mod_name.startswith("models_") and mod_name not in BROKEN:
+        if module not in BROKEN:
             try:
-                importlib.import_module(f"eval.{mod_name}")
+                importlib.import_module(module)
             except ImportError as exc:
                 # One model module with a missing optional dependency must not hide all the others;
                 # the failure is reported when a name it would have registered is asked for.
-                BROKEN[mod_name] = f"{type(exc).__name__}: {exc}"
+                BROKEN[module] = f"{type(exc).__name__}: {exc}"

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from eval.models import Recommender, TrainData, ValidationData, register
-from retrieval.data.model import Event
-from retrieval.vectors.embed import EmbeddingCache
-from retrieval.vectors.index import VectorIndex
 from retrieval.candidates.attention import InterestConfig
 from retrieval.candidates.knn import ItemKNN
+from retrieval.data.model import Event, item_counts
+from retrieval.vectors.embed import EmbeddingCache
+from retrieval.vectors.index import VectorIndex
 
 PACKAGED_MODEL = "all-MiniLM-L6-v2"  # SentenceTransformerEmbedder's name for the packaged model
 
@@ -24,8 +24,8 @@ def train_popularity(train: TrainData) -> np.ndarray:
     """(n_items,) event counts per item over the training histories."""
     col = {item: c for c, item in enumerate(train.item_ids)}
     counts = np.zeros(len(train.item_ids), dtype=np.float64)
-    for events in train.histories.values():
-        np.add.at(counts, [col[ev.item] for ev in events], 1.0)
+    for item, n in item_counts(train.histories.values()).items():
+        counts[col[item]] = n
     return counts
 
 
@@ -113,7 +113,7 @@ class ItemKNNModel(Recommender):
 
 @register("interest")
 class InterestModel(Recommender):
-    """The attention-pooled embedding retriever (retrieval.candidates.base.InterestRetriever) as a scorer.
+    """The attention-pooled embedding retriever (retrieval.candidates.interest.InterestRetriever) as a scorer.
 
     Item texts are embedded (the whole catalogue is allowed: texts are not behaviour); each input
     history is pooled into one fused query whose inner product with every item is the score. Empty
@@ -151,11 +151,9 @@ class InterestModel(Recommender):
         return self
 
     def score_batch(self, inputs: Sequence[Sequence[Event]]) -> np.ndarray:
-        from retrieval.candidates.base import InterestRetriever
+        from retrieval.candidates.interest import InterestRetriever
 
-        keys = [str(u) for u in range(len(inputs))]
-        retriever = InterestRetriever(self.index, dict(zip(keys, inputs, strict=True)), self.config)
-        queries, has = retriever.queries(keys)
+        queries, has = InterestRetriever(self.index, self.config).queries(inputs)
         scores = queries.astype(np.float32) @ self.item_vectors.T
         missing = ~np.asarray(has, dtype=bool)
         scores[missing] = self.fallback

@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from agent.llm.client import LLMClient, LLMSettings, make_client
+from agent.llm import LLMClient, LLMSettings, make_client
 from agent.narrative import NarrativeConfig
 from agent.rerank import LLMReranker, RerankConfig, RerankResult, fuse
+from eval.metrics import ndcg_at
 from eval.models import RankedCandidates, Recommender, TrainData, ValidationData, make_model, register
+from retrieval.candidates.base import Candidate
 from retrieval.data.model import Event
 from retrieval.errors import ConfigError
-from retrieval.candidates.base import Candidate
 
 DEFAULT_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 
@@ -53,7 +54,6 @@ class LLMRerankModel(Recommender):
     """
 
     name = "llm-rerank"
-    uses_llm = True
 
     def __init__(self, backend: str = "embedded", model: str | None = None, base_url: str | None = None,
                  method: str = "auto", fusion_weight: float | None = None,
@@ -189,13 +189,10 @@ def _ndcg10(scores: np.ndarray, candidates: Sequence[str], target: str) -> float
     t = list(candidates).index(target)
     # Pessimistic ties (as the harness): items scoring equal to the target rank before it.
     rank = int(np.sum(scores > scores[t]) + np.sum(scores[:t] == scores[t]) + np.sum(scores[t + 1:] == scores[t]))
-    return 1.0 / float(np.log2(rank + 2)) if rank < 10 else 0.0
+    return float(ndcg_at(np.array([rank + 1.0]), 10)[0])
 
 
 def _base_kwargs(name: str, embedder: str, seed: int) -> dict[str, Any]:
-    import inspect
+    from eval.models import with_defaults
 
-    from eval.models import model_factory
-
-    params = inspect.signature(model_factory(name)).parameters
-    return {k: v for k, v in {"embedder": embedder, "seed": seed}.items() if k in params}
+    return with_defaults(name, {}, {"embedder": embedder, "seed": seed})

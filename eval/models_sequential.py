@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from eval.models import Recommender, TrainData, ValidationData, register
+from retrieval.candidates.base import CandidateGenerator
 from retrieval.data.model import Event
 from retrieval.errors import ConfigError
 from retrieval.sequential.model import SeqConfig, SequentialGenerator, SequentialModel
@@ -154,9 +155,9 @@ class HybridModel(SASRecModel):
         self.val_recall: dict[str, float] = {}
 
     def fit(self, train: TrainData) -> HybridModel:
+        from retrieval.candidates.knn import ItemKNN
         from retrieval.vectors.build import build_index, default_cache
         from retrieval.vectors.embed import make_embedder
-        from retrieval.candidates.knn import ItemKNN
 
         super().fit(train)
         self.index = build_index(train.catalog, make_embedder(self.embedder_name), "flat", cache=default_cache(),
@@ -164,22 +165,22 @@ class HybridModel(SASRecModel):
         self.knn = ItemKNN(train.histories, train.item_ids)
         return self
 
-    def generators(self, inputs: Sequence[Sequence[Event]]) -> tuple[list[str], list[Any]]:
-        """Keys and the three generators over input sequences keyed "0", "1", ..."""
+    def generators(self, inputs: Sequence[Sequence[Event]]) -> list[CandidateGenerator]:
+        """The three generators; empty inputs fall back to popularity over `inputs` themselves."""
+        from retrieval.candidates.interest import InterestRetriever
         from retrieval.candidates.knn import KNNGenerator
-        from retrieval.candidates.base import InterestRetriever
+        from retrieval.candidates.popularity import PopularityGenerator
 
-        keys = [str(u) for u in range(len(inputs))]
-        hist = dict(zip(keys, inputs, strict=True))
-        return keys, [SequentialGenerator(self.trained(), hist), InterestRetriever(self.index, hist),
-                      KNNGenerator(self.knn, hist)]
+        popularity = PopularityGenerator(inputs)
+        return [SequentialGenerator(self.trained(), popularity), InterestRetriever(self.index, popularity=popularity),
+                KNNGenerator(self.knn)]
 
     def tune(self, validation: ValidationData) -> None:
         from retrieval.candidates.fusion import recall_at, tune_weights
 
         super().tune(validation)
-        keys, gens = self.generators(validation.inputs)
-        per = [g.generate_batch(keys, self.depth) for g in gens]
+        gens = self.generators(validation.inputs)
+        per = [g.generate_batch(validation.inputs, self.depth) for g in gens]
         found = tune_weights(per, validation.targets, self.tune_k, rrf_k=self.rrf_k)
         self.weights = found.weights
         self.val_recall = {f"val_recall@{self.tune_k}_{g.name}": recall_at(p, validation.targets, self.tune_k)
@@ -193,8 +194,8 @@ class HybridModel(SASRecModel):
         base = model.score(inputs)
         # Non-fused items stay in sequential order, strictly below every fused (positive RRF) score.
         scores = base - base.max(axis=1, keepdims=True) - 1.0
-        keys, gens = self.generators(inputs)
-        fused = FusionGenerator(gens, self.weights, self.depth, self.rrf_k).generate_batch(keys, self.depth)
+        gens = self.generators(inputs)
+        fused = FusionGenerator(gens, self.weights, self.depth, self.rrf_k).generate_batch(inputs, self.depth)
         for u, cands in enumerate(fused):
             if cands:
                 scores[u, model.rows([c.item_id for c in cands])] = [c.score for c in cands]

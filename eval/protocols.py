@@ -16,6 +16,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 from eval.models import RankedCandidates, Recommender
 from eval.splits import History, Stage
 from retrieval.errors import ConfigError
+from retrieval.vectors.index import top_k
 
 
 @dataclass(frozen=True)
@@ -149,18 +151,14 @@ def top_columns(scores: np.ndarray, k: int) -> np.ndarray:
         scores: (n, n_items) float scores (-inf for excluded items).
         k: how many.
     """
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else np.tile(
-        np.arange(scores.shape[1]), (len(scores), 1))
-    top = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -top), axis=1)
-    return np.take_along_axis(part, order, axis=1)
+    return top_k(scores, min(k, scores.shape[1]))[0]
 
 
-PROTOCOLS = ("full", "llmrank", "rerank")
+ProtocolName = Literal["full", "llmrank", "rerank"]
+PROTOCOLS: tuple[str, ...] = get_args(ProtocolName)
 
 
-def make_protocol(name: str, k: int = 20, n_negatives: int = 19) -> Protocol:
+def make_protocol(name: ProtocolName, k: int = 20, n_negatives: int = 19) -> Protocol:
     """A protocol by name; unknown names raise ConfigError listing the valid ones."""
     if name == "full":
         return FullRanking()

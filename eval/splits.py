@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
+from typing import Literal
 
 from retrieval.data.model import Dataset, Event
 from retrieval.errors import ConfigError, DataError
 
 History = tuple[Event, ...]
+SplitKind = Literal["leave-one-out", "temporal"]
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class Split:
         train_only_users: users too short to evaluate; their events are training data only.
     """
 
-    kind: str
+    kind: SplitKind
     train: Mapping[str, History]
     validation: Stage
     test: Stage

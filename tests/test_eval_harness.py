@@ -12,13 +12,13 @@ import pytest
 
 from driftrec.cli.main import main
 from eval.harness import EvalConfig, LeakageError, check_no_leakage, evaluate, validation_metric
-from eval.models import RankedCandidates, Recommender, TrainData, ValidationData, make_model
+from eval.models import GeneratorModel, RankedCandidates, Recommender, TrainData, ValidationData, make_model
 from eval.protocols import LLMRankSampling, ProtocolContext, RetrieveRerank
 from eval.splits import Split, check_llmrank_split, leave_one_out, temporal_split
-from retrieval.data.model import Catalog, Dataset, Event, Item
-from retrieval.data.datasets import load_dataset
-from retrieval.errors import ConfigError
 from retrieval.candidates.knn import ItemKNN, KNNGenerator
+from retrieval.data.datasets import load_dataset
+from retrieval.data.model import Catalog, Dataset, Event, Item
+from retrieval.errors import ConfigError
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -202,10 +202,25 @@ def test_itemknn_learns_the_chain_and_beats_popularity() -> None:
 def test_knn_generator_drops_seen_items() -> None:
     ds = chain_dataset(n_users=30)
     knn = ItemKNN(ds.histories, ds.catalog.ids, neighbours=10, half_life=None)
-    cands = KNNGenerator(knn, ds.histories).generate_batch(["u0", "u1"], 5)
+    cands = KNNGenerator(knn).generate_batch([ds.histories["u0"], ds.histories["u1"]], 5)
     for user, row in zip(["u0", "u1"], cands, strict=True):
         seen = {e.item for e in ds.histories[user]}
         assert row and not seen & {c.item_id for c in row} and row[0].source == "itemknn"
+
+
+def test_generator_model_scores_exactly_the_generator_candidates() -> None:
+    """The one harness adapter: any generator's candidates keep their order; other items rank below them."""
+    ds = chain_dataset(n_users=30)
+    split = leave_one_out(ds)
+    model = GeneratorModel(lambda t: KNNGenerator(ItemKNN(t.histories, t.item_ids, 10, half_life=None)), depth=5)
+    model.fit(TrainData(ds.catalog, split.train, ds.catalog.ids))
+    inputs = list(split.test.inputs[:3])
+    scores = model.score_batch(inputs)
+    expected = model.generator.generate_batch(inputs, 5)
+    for row, cands in zip(scores, expected, strict=True):
+        assert cands and int(np.isfinite(row).sum()) == len(cands)
+        top = [ds.catalog.ids[c] for c in np.argsort(-row, kind="stable")[:len(cands)]]
+        assert top == [c.item_id for c in cands]
 
 
 class Tunable(Recommender):

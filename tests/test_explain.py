@@ -10,11 +10,11 @@ from agent.evidence import item_evidence, shift_evidence
 from agent.explain import ExplainConfig, Explainer, clean_text
 from agent.grounding import GroundingChecker, display_title, title_aliases
 from agent.llm.client import LLMClient
-from retrieval.vectors.build import build_index
-from retrieval.data.model import Catalog, Dataset, Event, Item
 from retrieval.data.datasets import load_dataset
+from retrieval.data.model import Catalog, Dataset, Event, Item
+from retrieval.evolution.summary import summarize_evolution
+from retrieval.vectors.build import build_index
 from retrieval.vectors.embed import HashingEmbedder
-from retrieval.evolution.timeline import summarize_evolution
 from tests.conftest import planted_shift_dataset
 from tests.fakes import FakeChatModel
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.vectors.embed import EmbeddingCache, HashingEmbedder
 from retrieval.errors import ConfigError, IndexStateError, UnknownItemError
+from retrieval.vectors.embed import EmbeddingCache, HashingEmbedder
 from retrieval.vectors.index import VectorIndex
 
 

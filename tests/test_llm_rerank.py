@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from langchain_core.messages import HumanMessage
 
+from agent.llm import LLMClient, LLMSettings, capabilities, make_chat_model
 from agent.llm.cache import ResponseCache
-from agent.llm.client import LLMClient, LLMSettings, capabilities, make_chat_model, parse_top_logprobs
+from agent.llm.client import parse_top_logprobs
 from agent.rerank import LLMReranker, RerankConfig, label_scores
+from retrieval.candidates.base import Candidate
 from retrieval.data.model import Catalog, Event, Item
 from retrieval.errors import ConfigError, IndexStateError, LLMError
-from retrieval.candidates.base import Candidate
 from tests.fakes import FakeChatModel, FakeExhaustedError, LogprobReply, prompt_dependent
 
 N = 8

@@ -7,9 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from retrieval.data.model import Catalog, Dataset, Event, Item
 from retrieval.data.datasets import load_dataset, locate_ml100k
-from retrieval.errors import DataError, DatasetNotFoundError, UnknownUserError
 from retrieval.data.loaders import (
     ColumnMap,
     ItemColumnMap,
@@ -20,6 +18,8 @@ from retrieval.data.loaders import (
     load_movielens_dat,
     load_recbole,
 )
+from retrieval.data.model import Catalog, Dataset, Event, Item
+from retrieval.errors import DataError, DatasetNotFoundError, UnknownUserError
 
 
 def test_ml100k_real(ml100k_path: Path) -> None:
@@ -88,7 +88,7 @@ def test_skip_reports_every_row(tmp_path: Path) -> None:
     assert ds.n_events == 2
     reasons = ds.report.reasons()
     assert reasons == {"malformed row": 1, "unknown item id": 1, "invalid value": 1, "duplicate item id": 1}
-    where = sorted((Path(s.file).name, s.line, s.reason.split(":")[0]) for s in ds.report.skipped)
+    where = sorted((Path(s.file).name, s.line, s.kind) for s in ds.report.skipped)
     assert where == [("u.data", 2, "malformed row"), ("u.data", 3, "unknown item id"),
                      ("u.data", 4, "invalid value"), ("u.item", 2, "duplicate item id")]
     assert "4 skipped" in ds.report.summary()

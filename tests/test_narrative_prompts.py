@@ -10,8 +10,8 @@ import pytest
 
 from agent.narrative import NarrativeConfig, build_narrative, event_line
 from prompts import PROMPT_DIR, data_block, load_prompt, parse_template, quote, render
-from retrieval.data.model import Catalog, Event, Item
 from retrieval.data.datasets import load_dataset
+from retrieval.data.model import Catalog, Event, Item
 from retrieval.errors import ConfigError
 
 INJECTIONS = [

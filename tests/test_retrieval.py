@@ -7,18 +7,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.vectors.build import build_index
-from retrieval.data.model import Catalog, Dataset, Event, Item
-from retrieval.vectors.embed import HashingEmbedder
-from retrieval.errors import ConfigError, UnknownUserError
 from retrieval.candidates.attention import InterestConfig, attention_weights
-from retrieval.candidates.base import InterestRetriever
+from retrieval.candidates.interest import InterestRetriever
+from retrieval.candidates.popularity import PopularityGenerator
+from retrieval.data.model import Catalog, Dataset, Event, Item
+from retrieval.errors import ConfigError
+from retrieval.vectors.build import build_index
+from retrieval.vectors.embed import HashingEmbedder
 
 
 def test_recent_interest_dominates_short_term(shift_dataset: Dataset) -> None:
     index = build_index(shift_dataset.catalog, HashingEmbedder(128), "numpy")
-    retriever = InterestRetriever(index, shift_dataset.histories)
-    cands = retriever.generate_batch(shift_dataset.users, 10)
+    retriever = InterestRetriever(index)
+    cands = retriever.generate_batch(list(shift_dataset.histories.values()), 10)
     topics = Counter(c.item_id.split("-")[0] for row in cands for c in row)
     assert topics["cooking"] >= 0.9 * sum(topics.values())
     for user, row in zip(shift_dataset.users, cands, strict=True):
@@ -26,7 +27,7 @@ def test_recent_interest_dominates_short_term(shift_dataset: Dataset) -> None:
         assert len(row) == 10 and not seen & {c.item_id for c in row}
         assert all(c.source == "interest" for c in row)
         assert [c.score for c in row] == sorted((c.score for c in row), reverse=True)
-    short, long = retriever.user_vectors("u0")  # type: ignore[misc]
+    short, long = retriever.history_vectors(shift_dataset.history("u0"))  # type: ignore[misc]
     cook = index.vectors[index.rows([f"cooking-{i}" for i in range(40)])].mean(0)
     space = index.vectors[index.rows([f"space-{i}" for i in range(40)])].mean(0)
     assert short @ cook - short @ space > long @ cook - long @ space  # long term remembers space more
@@ -34,19 +35,18 @@ def test_recent_interest_dominates_short_term(shift_dataset: Dataset) -> None:
 
 def test_batch_equals_single(shift_dataset: Dataset) -> None:
     index = build_index(shift_dataset.catalog, HashingEmbedder(64), "flat")
-    r = InterestRetriever(index, shift_dataset.histories)
-    batch = r.generate_batch(["u1", "u2"], 5)
-    assert [c.item_id for c in batch[1]] == [c.item_id for c in r.generate("u2", 5)]
+    r = InterestRetriever(index)
+    batch = r.generate_batch([shift_dataset.history("u1"), shift_dataset.history("u2")], 5)
+    assert [c.item_id for c in batch[1]] == [c.item_id for c in r.generate(shift_dataset.history("u2"), 5)]
 
 
 def test_empty_history_gets_flagged_popularity(shift_dataset: Dataset) -> None:
-    histories = dict(shift_dataset.histories)
-    histories["newbie"] = ()
     index = build_index(shift_dataset.catalog, HashingEmbedder(64), "flat")
-    cands = InterestRetriever(index, histories).generate("newbie", 5)
+    popularity = PopularityGenerator(shift_dataset.histories)
+    cands = InterestRetriever(index, popularity=popularity).generate((), 5)
     assert len(cands) == 5 and all(c.source == "popularity" for c in cands)
-    with pytest.raises(UnknownUserError, match="ghost"):
-        InterestRetriever(index, histories).generate("ghost", 5)
+    assert [c.item_id for c in cands] == [c.item_id for c in popularity.generate((), 5)]
+    assert InterestRetriever(index).generate((), 5) == []  # no fallback given: nothing
 
 
 def test_attention_weights_recency_and_similarity() -> None:
@@ -73,11 +73,11 @@ def test_batched_pooling_equals_per_user(shift_dataset: Dataset) -> None:
     histories = dict(shift_dataset.histories)
     histories["u0"] = histories["u0"][:3]  # uneven lengths exercise the padding
     index = build_index(shift_dataset.catalog, HashingEmbedder(64), "numpy")
-    r = InterestRetriever(index, histories)
-    queries, has = r.queries(list(histories))
+    r = InterestRetriever(index)
+    queries, has = r.queries(list(histories.values()))
     assert all(has)
     for row, user in zip(queries, histories, strict=True):
-        short, long = r.user_vectors(user)  # type: ignore[misc]
+        short, long = r.history_vectors(histories[user])  # type: ignore[misc]
         np.testing.assert_allclose(row, fused_query(short, long, r.config.short_weight), atol=1e-5)
 
 
@@ -89,7 +89,7 @@ def test_generators_by_name(shift_dataset: Dataset) -> None:
     with pytest.raises(ConfigError, match="valid: hybrid, itemknn, interest"):
         make_generator("nope", index, h, ids)
     for name in ("hybrid", "itemknn", "interest"):
-        picks = make_generator(name, index, h, ids).generate("u0", 10)
+        picks = make_generator(name, index, h, ids).generate(h["u0"], 10)
         seen = {ev.item for ev in h["u0"]}
         assert len(picks) == 10 and not seen & {c.item_id for c in picks}
         # every planted user ends in the cooking phase: each generator must follow it
@@ -104,20 +104,26 @@ def test_batched_pooling_keeps_whole_long_histories(shift_dataset: Dataset) -> N
     long_user = tuple(ev.model_copy(update={"user": "long"}) for u in list(histories)[:10] for ev in histories[u])
     histories["long"] = tuple(sorted(long_user, key=lambda e: e.timestamp))  # 240 events
     index = build_index(shift_dataset.catalog, HashingEmbedder(64), "numpy")
-    r = InterestRetriever(index, histories)
-    queries, _ = r.queries(list(histories), batch_events=100)
+    r = InterestRetriever(index)
+    queries, _ = r.queries(list(histories.values()), batch_events=100)
     for row, user in zip(queries, histories, strict=True):
-        short, long = r.user_vectors(user)  # type: ignore[misc]
+        short, long = r.history_vectors(histories[user])  # type: ignore[misc]
         np.testing.assert_allclose(row, fused_query(short, long, r.config.short_weight), atol=1e-5)
 
 
 def test_sequential_model_joins_only_the_hybrid(shift_dataset: Dataset, tmp_path: Path) -> None:
-    from retrieval.errors import IndexStateError
+    import argparse
+
+    from driftrec.cli.options import make_retriever
+    from retrieval.candidates.popularity import PopularityGenerator
     from retrieval.candidates.registry import make_generator
+    from retrieval.errors import IndexStateError
 
     index = build_index(shift_dataset.catalog, HashingEmbedder(64), "numpy")
     h, ids = shift_dataset.histories, shift_dataset.catalog.ids
     with pytest.raises(ConfigError, match="only into the hybrid"):
-        make_generator("itemknn", index, h, ids, seq_model=tmp_path)
+        make_generator("itemknn", index, h, ids, extra=[PopularityGenerator(h)])
+    with pytest.raises(ConfigError, match="only into the hybrid"):  # refused before the model is read
+        make_retriever(argparse.Namespace(retriever="itemknn", seq_model=tmp_path), shift_dataset, index)
     with pytest.raises(IndexStateError):
-        make_generator("hybrid", index, h, ids, seq_model=tmp_path / "missing")
+        make_retriever(argparse.Namespace(retriever="hybrid", seq_model=tmp_path / "missing"), shift_dataset, index)

@@ -8,13 +8,15 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from retrieval.data.model import Catalog, Dataset, Event, Item
-from retrieval.vectors.embed import HashingEmbedder
-from retrieval.errors import ConfigError, IndexStateError, UnknownUserError
-from retrieval.candidates.fusion import FusionGenerator, recall_at, rrf_fuse, tune_weights
 from retrieval.candidates.base import Candidate, CandidateGenerator
-from retrieval.sequential.model import SeqConfig, SequentialGenerator, SequentialModel, gap_buckets
+from retrieval.candidates.fusion import FusionGenerator, recall_at, rrf_fuse, tune_weights
+from retrieval.candidates.popularity import PopularityGenerator
+from retrieval.data.model import Catalog, Dataset, Event, Item
+from retrieval.errors import ConfigError, IndexStateError
+from retrieval.sequential.model import SeqConfig, SequentialGenerator, SequentialModel
+from retrieval.sequential.network import gap_buckets
 from retrieval.sequential.train import fit_sequential, holdout_last, ranking_metrics, text_matrix, training_windows
+from retrieval.vectors.embed import HashingEmbedder
 
 N_ITEMS = 40
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -151,9 +153,9 @@ def test_generator_drops_seen_items_and_matches_exact_scores(trained: tuple[Sequ
     model, ds = trained
     hist = dict(ds.histories)
     hist["empty"] = ()
-    gen = SequentialGenerator(model, hist)
+    gen = SequentialGenerator(model, PopularityGenerator(ds.histories))
     users = ["u0", "u1", "empty"]
-    out = gen.generate_batch(users, 5)
+    out = gen.generate_batch([hist[u] for u in users], 5)
     scores = model.score([hist["u0"], hist["u1"]])
     for u, cands, row in zip(users[:2], out[:2], scores, strict=False):
         seen = {ev.item for ev in hist[u]}
@@ -162,8 +164,7 @@ def test_generator_drops_seen_items_and_matches_exact_scores(trained: tuple[Sequ
         assert [c.item_id for c in cands] == exact
         assert all(c.source == "sequential" for c in cands)
     assert out[2] and all(c.source == "popularity" for c in out[2])
-    with pytest.raises(UnknownUserError):
-        gen.generate("nobody", 3)
+    assert SequentialGenerator(model).generate((), 3) == []  # no fallback given
 
 
 def test_windows_cover_every_target_once() -> None:
@@ -201,11 +202,17 @@ def test_holdout_last_never_trains_on_the_target() -> None:
 
 
 class _Fixed(CandidateGenerator):
+    """Fixed lists per user; a history is identified by its events' user."""
+
     def __init__(self, name: str, lists: dict[str, list[str]]) -> None:
         self.name, self.lists = name, lists
 
-    def generate_batch(self, users, k):  # type: ignore[no-untyped-def]
-        return [[Candidate(i, 1.0, self.name) for i in self.lists[u][:k]] for u in users]
+    def generate_batch(self, histories, k):  # type: ignore[no-untyped-def]
+        return [[Candidate(i, 1.0, self.name) for i in self.lists[h[0].user][:k]] for h in histories]
+
+
+def _one_event(user: str) -> tuple[Event, ...]:
+    return (Event(user=user, item="seen", timestamp=datetime(2020, 1, 1, tzinfo=UTC)),)
 
 
 def test_rrf_fusion_orders_by_weighted_reciprocal_rank() -> None:
@@ -220,10 +227,11 @@ def test_rrf_fusion_orders_by_weighted_reciprocal_rank() -> None:
 
 
 def test_fusion_generator_and_tuning_prefer_the_generator_that_finds_targets() -> None:
-    users = [f"u{i}" for i in range(10)]
-    good = _Fixed("good", {u: [f"t{u}", "g1", "g2"] for u in users})
-    bad = _Fixed("bad", {u: ["p", "q", "r"] for u in users})
-    targets = [f"t{u}" for u in users]
+    names = [f"u{i}" for i in range(10)]
+    users = [_one_event(u) for u in names]
+    good = _Fixed("good", {u: [f"t{u}", "g1", "g2"] for u in names})
+    bad = _Fixed("bad", {u: ["p", "q", "r"] for u in names})
+    targets = [f"t{u}" for u in names]
     # The first generator's weight is fixed at 1, so tuning must up-weight the second to let targets win.
     per = [bad.generate_batch(users, 3), good.generate_batch(users, 3)]
     found = tune_weights(per, targets, k=1, grid=(0.0, 0.5, 2.0))

@@ -25,23 +25,29 @@ from langchain_core.messages import HumanMessage
 
 from agent.agent import AgentConfig, RecommenderAgent
 from agent.explain import ExplainConfig, Explainer
-from agent.llm.client import LLMClient, LLMSettings, make_client
+from agent.llm import LLMClient, LLMSettings, make_client
 from agent.llm.packaged import resolve_model_path
+from agent.llm.servers import ServerProcess, free_port, llamacpp_server, tail, vllm_python, vllm_server
 from agent.rerank import LLMReranker, RerankConfig
-from agent.llm.servers import SMOLLM2_HF, ServerProcess, free_port, llamacpp_server, tail, vllm_python, vllm_server
 from agent.types import INTENTS, ChatReply, ChatSession
-from retrieval.vectors.build import build_index
-from retrieval.data.model import Dataset, Event
+from retrieval.candidates.base import Candidate
+from retrieval.candidates.interest import InterestRetriever
+from retrieval.candidates.popularity import PopularityGenerator
 from retrieval.data.datasets import load_dataset
-from retrieval.vectors.embed import HashingEmbedder
+from retrieval.data.model import Dataset, Event
 from retrieval.errors import LLMError, MissingDependencyError
+from retrieval.vectors.build import build_index
+from retrieval.vectors.embed import HashingEmbedder
 from retrieval.vectors.index import VectorIndex
-from retrieval.candidates.base import Candidate, InterestRetriever
 
 # Per request. Generous because the CI box has 2 cores; finite so that a wedged server fails the test.
 REQUEST_TIMEOUT_S = 300.0
 USER = "196"
 FAKE_TITLE = "Totally Fake Movie 3000"
+# What `make vllm-env` (.ci/vllm-env.sh) builds; the library takes these paths, it never derives them.
+REPO = Path(__file__).resolve().parents[1]
+VLLM_VENV = REPO / ".venv-vllm"
+SMOLLM2_HF = REPO / ".cache" / "vllm-models" / "SmolLM2-135M-Instruct"
 
 
 # A stand-in server: answers /v1/models, and starts a worker child like vLLM's engine process.
@@ -131,16 +137,16 @@ class Served:
 def world(ml100k_path: Path) -> World:
     ds = load_dataset(str(ml100k_path))
     index = build_index(ds.catalog, HashingEmbedder(dim=256), "numpy", progress=False)
-    gen = InterestRetriever(index, ds.histories)
+    gen = InterestRetriever(index, popularity=PopularityGenerator(ds.histories))
     # The benchmark's shape: a 50-event history and 20 retrieval candidates.
-    return World(ds, index, gen, list(ds.history(USER))[-50:], gen.generate(USER, 20))
+    return World(ds, index, gen, list(ds.history(USER))[-50:], gen.generate(ds.history(USER), 20))
 
 
 def _start(kind: str, log_dir: Path) -> tuple[ServerProcess, str]:
     if kind == "llamacpp":
         return llamacpp_server(resolve_model_path("smollm2-135m"), log_dir=log_dir, n_threads=2), "llamacpp-server"
     try:
-        return vllm_server(SMOLLM2_HF, log_dir=log_dir, python=vllm_python()), "vllm"
+        return vllm_server(SMOLLM2_HF, log_dir=log_dir, python=vllm_python(VLLM_VENV)), "vllm"
     except MissingDependencyError as exc:
         missing = str(exc)
     pytest.fail(missing, pytrace=False)  # outside `except`: one line, no chained traceback
@@ -251,13 +257,13 @@ def test_chat_recommends_and_refuses_unknown_titles(served: Served, world: World
             start = time.perf_counter()
             reply = agent.chat(USER, message, session)
             print(f"timing: {served.kind} chat {message!r}: {time.perf_counter() - start:.2f} s, "
-                  f"intent {reply.intent}, flags {reply.flags}")
+                  f"intent {reply.intent}, diagnostics {reply.diagnostics}")
             replies.append(reply)
     for reply in replies:
         assert isinstance(reply, ChatReply) and reply.intent in INTENTS and reply.text.strip()
-        assert reply.flags["route"] in ("tools", "llm", "keywords")
-        if reply.flags["route_fallback"]:
-            assert reply.flags["route_error"]  # a failed LLM route says why
+        assert reply.diagnostics.route in ("tools", "llm", "keywords")
+        if reply.diagnostics.route_fallback:
+            assert reply.diagnostics.route_error  # a failed LLM route says why
         if reply.recommendations is not None:
             rec = reply.recommendations
             assert rec.items and not set(rec.items) & seen and all(i in world.ds.catalog for i in rec.items)
@@ -266,13 +272,13 @@ def test_chat_recommends_and_refuses_unknown_titles(served: Served, world: World
     first, second = replies
     # Keyword routing (the fallback when the model's tool call or JSON was unusable) is deterministic.
     for reply, intent in ((first, "recommend"), (second, "more_like")):
-        if reply.flags["route"] == "keywords":
+        if reply.diagnostics.route == "keywords":
             assert reply.intent == intent
     if first.intent == "recommend":
         assert first.recommendations is not None and len(first.recommendations.items) == 2
-        assert first.recommendations.flags["rerank_method"] == "logprobs"
-        assert first.recommendations.flags["rerank_fallback"] is False
+        assert first.recommendations.diagnostics.rerank_method == "logprobs"
+        assert first.recommendations.diagnostics.rerank_fallback is False
     if second.intent == "more_like":  # an unknown title is said to be unknown, never matched to a guess
-        assert second.recommendations is None and second.flags.get("unknown_title") is True
+        assert second.recommendations is None and second.diagnostics.unknown_title is True
     assert FAKE_TITLE not in " ".join(second.recommendations.titles if second.recommendations else ())
     assert session.turns and len(session.turns) == 4

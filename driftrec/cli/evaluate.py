@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from retrieval.errors import ConfigError
+from retrieval.vectors.embed import EMBEDDERS
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the `eval` subcommand."""
     p = sub.add_parser("eval", help="evaluate models offline (full / llmrank / rerank protocols)")
     p.add_argument("--dataset", "--data", dest="dataset", default="ml-100k", metavar="NAME_OR_PATH",
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("-k", type=int, default=20, help="rerank protocol: candidates per user (default 20)")
     p.add_argument("--ties", choices=("pessimistic", "random"), default="pessimistic",
                    help="tie policy of ranks (pessimistic: the target ranks below every equal score)")
-    p.add_argument("--embedder", default="sentence-transformers", choices=("sentence-transformers", "hashing"),
+    p.add_argument("--embedder", default="sentence-transformers", choices=EMBEDDERS.names(),
                    help="text embedder for models that embed (default: packaged all-MiniLM-L6-v2)")
     p.add_argument("--split", choices=("loo", "temporal"), default="loo",
                    help="temporal leave-one-out per user, or a global cut date (--test-cut)")

@@ -6,16 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
+from driftrec.cli.options import dataset_options, load_data, open_index
 from retrieval.errors import ConfigError
-from retrieval.evolution.timeline import Evolution, summarize_evolution
+from retrieval.evolution.summary import Evolution, summarize_evolution
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the `timeline` subcommand."""
-    from driftrec.cli.main import _data_args
-
     p = subparsers.add_parser("timeline", help="plot a user's interest evolution (stacked area, shifts marked)")
-    _data_args(p)
+    dataset_options(p)
     p.add_argument("--user", required=True, help="user id as in the data")
     p.add_argument("--out", type=Path, default=None, help="PNG file to write")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
@@ -102,13 +101,11 @@ def plot_evolution(evo: Evolution, out: Path, top: int = 8) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Handler: build the user's evolution, write the PNG and/or print JSON."""
-    from driftrec.cli.main import _index, _load
-
     if args.out is None and not args.json:
         raise ConfigError("give --out FILE.png, --json, or both")
-    dataset = _load(args)
+    dataset = load_data(args)
     events = dataset.history(args.user)
-    index = None if args.no_vectors else _index(args, dataset)
+    index = None if args.no_vectors else open_index(args, dataset)
     evo = summarize_evolution(args.user, events, dataset.catalog, index, args.period)
     if args.out is not None:
         plot_evolution(evo, args.out, args.top)

@@ -15,15 +15,16 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from retrieval.errors import ConfigError
+from retrieval.vectors.embed import EMBEDDERS
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the `train` subcommand."""
     p = subparsers.add_parser("train", help="train the sequential (SASRec-style) model and save it")
     p.add_argument("--dataset", "--data", dest="dataset", default="ml-100k", metavar="NAME_OR_PATH",
                    help="'ml-100k', 'games' or a dataset directory")
     p.add_argument("--out", required=True, type=Path, help="model directory to write (atomic replace)")
-    p.add_argument("--embedder", default="sentence-transformers", choices=("sentence-transformers", "hashing"),
+    p.add_argument("--embedder", default="sentence-transformers", choices=EMBEDDERS.names(),
                    help="text embedder for the item text vectors")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hidden", type=int, default=64)

@@ -24,22 +24,19 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from eval.research import forecast_gru  # noqa: F401  (registers the "gru" forecaster)
 from retrieval.data.model import Dataset
 from retrieval.evolution.drift import js_divergence
-from retrieval.errors import ConfigError
 from retrieval.evolution.forecast import (
-    AutoregressiveForecaster,
-    ExpSmoothingForecaster,
+    FORECASTERS,
     Forecaster,
     ForecastGenerator,
-    HistoryMeanForecaster,
-    LastWindowForecaster,
     TunedSmoothingForecaster,
-    WindowMeanForecaster,
+    make_forecaster,
 )
-from eval.research.forecast_gru import GRUForecaster
-from retrieval.vectors.index import VectorIndex
 from retrieval.evolution.timeline import Window, build_timeline
+from retrieval.vectors.embed import EMBEDDERS
+from retrieval.vectors.index import VectorIndex
 
 BASELINES = ("last-window", "history-mean")
 
@@ -70,24 +67,9 @@ def forecast_split(tl: dict[str, list[Window]], cut: datetime,
     return [s for s in train if s], cases
 
 
-FORECASTERS: dict[str, Callable[[], Forecaster]] = {
-    "last-window": LastWindowForecaster, "history-mean": HistoryMeanForecaster, "window-mean": WindowMeanForecaster,
-    "exp-smoothing": lambda: ExpSmoothingForecaster(0.5), "exp-smoothing-tuned": TunedSmoothingForecaster,
-    "autoregressive": AutoregressiveForecaster, "gru": GRUForecaster,
-}
-
-
-def make_forecaster(name: str) -> Forecaster:
-    """A fresh forecaster by name; an unknown name raises ConfigError listing the valid ones."""
-    try:
-        return FORECASTERS[name]()
-    except KeyError:
-        raise ConfigError(f"unknown forecaster {name!r}; valid: {', '.join(FORECASTERS)}") from None
-
-
 def default_forecasters() -> list[Forecaster]:
     """Baselines, untuned and tuned smoothing, autoregression, GRU."""
-    return [make_forecaster(n) for n in FORECASTERS]
+    return [make_forecaster(n) for n in FORECASTERS.names()]
 
 
 def evaluate_forecasts(tl: dict[str, list[Window]], cut: datetime, catalog_categories: Callable[[str], Sequence[str]],
@@ -163,7 +145,8 @@ def evaluate_retrieval(dataset: Dataset, index: VectorIndex, k: int = 20, period
     and reported on the test stage.
     """
     from eval.splits import leave_one_out
-    from retrieval.candidates.base import InterestRetriever
+    from retrieval.candidates.interest import InterestRetriever
+    from retrieval.candidates.popularity import PopularityGenerator
 
     split = leave_one_out(dataset)
     forecaster = forecaster or TunedSmoothingForecaster()
@@ -172,16 +155,15 @@ def evaluate_retrieval(dataset: Dataset, index: VectorIndex, k: int = 20, period
     betas = (0.1, 0.25, 0.5, 1.0)
     stage_scores: dict[str, dict[str, np.ndarray]] = {}
     for stage in (split.validation, split.test):
-        hist = dict(zip(stage.users, stage.inputs, strict=True))
-        interest = InterestRetriever(index, hist)
-        fgen = ForecastGenerator(index, hist, dataset.catalog, forecaster, period)
-        users = list(stage.users)
-        q_int, has = interest.queries(users)
-        q_fc, has_fc = fgen.queries(users)
+        seqs = list(stage.inputs)
+        interest = InterestRetriever(index, popularity=PopularityGenerator(seqs))
+        fgen = ForecastGenerator(index, dataset.catalog, forecaster, period)
+        q_int, has = interest.queries(seqs)
+        q_fc, has_fc = fgen.queries(seqs)
         depth = 4 * k
         lists = {
-            "interest": interest.search_queries(users, q_int, has, depth, "interest"),
-            "forecast": interest.search_queries(users, q_fc, has_fc, depth, "forecast"),
+            "interest": interest.search_queries(seqs, q_int, has, depth, "interest"),
+            "forecast": interest.search_queries(seqs, q_fc, has_fc, depth, "forecast"),
         }
         ids = {name: [[c.item_id for c in cands] for cands in ls] for name, ls in lists.items()}
         ids["interest+forecast (RRF)"] = [rrf_merge(a, b, k) for a, b in zip(ids["interest"], ids["forecast"],
@@ -190,7 +172,7 @@ def evaluate_retrieval(dataset: Dataset, index: VectorIndex, k: int = 20, period
             q = q_int + beta * q_fc
             q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
             ids[f"blend β={beta}"] = [[c.item_id for c in cs] for cs in
-                                      interest.search_queries(users, q.astype(np.float32), has, k, "blend")]
+                                      interest.search_queries(seqs, q.astype(np.float32), has, k, "blend")]
         stage_scores[stage.name] = {n: recall_at(v, stage.target_items, k) for n, v in ids.items()}
     best_beta = max(betas, key=lambda b: stage_scores["validation"][f"blend β={b}"].mean())
     test = stage_scores["test"]
@@ -215,10 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eval.research.evolution_eval", description=__doc__.splitlines()[0])
     p.add_argument("part", nargs="?", default="all", choices=("forecast", "shifts", "retrieval", "all"))
     p.add_argument("--data", default="ml-100k")
-    p.add_argument("--embedder", default="sentence-transformers", choices=("sentence-transformers", "hashing"))
+    p.add_argument("--embedder", default="sentence-transformers", choices=EMBEDDERS.names())
     p.add_argument("--cut", default="1998-01-05", help="forecast train/test cut date, a Monday (UTC)")
     p.add_argument("--period", default="week")
-    p.add_argument("--retrieval-forecaster", default="exp-smoothing-tuned", choices=tuple(FORECASTERS),
+    p.add_argument("--retrieval-forecaster", default="exp-smoothing-tuned", choices=FORECASTERS.names(),
                    help="forecaster whose vector is the extra retrieval source")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
     args = p.parse_args(argv)

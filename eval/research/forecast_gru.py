@@ -8,13 +8,23 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from retrieval.errors import ConfigError
-from retrieval.evolution.forecast import Forecaster, Prediction, _prior, _to_shares, _unit, share_matrix, vector_matrix
+from retrieval.evolution.forecast import (
+    FORECASTERS,
+    Forecaster,
+    Prediction,
+    prior_from,
+    share_matrix,
+    to_shares,
+    unit_vector,
+    vector_matrix,
+)
 from retrieval.evolution.timeline import Window
 
 if TYPE_CHECKING:
     from eval.research.gru_net import GRUNet
 
 
+@FORECASTERS.register("gru")
 class GRUForecaster(Forecaster):
     """A small GRU over a user's windows ("evolution direction"), trained on training users' windows.
 
@@ -82,7 +92,7 @@ class GRUForecaster(Forecaster):
 
         from eval.research.gru_net import GRUNet
 
-        self.vocab, self.prior, self.prior_vector = _prior(sequences)
+        self.vocab, self.prior, self.prior_vector = prior_from(sequences)
         seqs = [s for s in sequences if len(s) >= 2]
         if len(seqs) < 4:
             raise ConfigError(f"GRU needs ≥ 4 training users with ≥ 2 windows, got {len(seqs)}")
@@ -143,4 +153,4 @@ class GRUForecaster(Forecaster):
         with torch.no_grad():
             shares, vector = self.model.predict(*self._tensors([windows]))
         v = None if vector is None else vector[0].numpy()
-        return _to_shares(shares[0].numpy().astype(np.float64), self.vocab), _unit(v)
+        return to_shares(shares[0].numpy().astype(np.float64), self.vocab), unit_vector(v)

@@ -12,8 +12,8 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from retrieval.candidates.base import Candidate, CandidateGenerator, History
 from retrieval.errors import ConfigError
-from retrieval.candidates.base import Candidate, CandidateGenerator
 
 
 def rrf_fuse(lists: Sequence[Sequence[Candidate]], weights: Sequence[float], k: int, rrf_k: float = 60.0,
@@ -70,11 +70,11 @@ class FusionGenerator(CandidateGenerator):
         parts = ", ".join(f"{g.name}×{w:g}" for g, w in zip(self.generators, self.weights, strict=True))
         return f"<FusionGenerator RRF({parts}), rrf_k={self.rrf_k:g}>"
 
-    def generate_batch(self, users: Sequence[str], k: int) -> list[list[Candidate]]:
+    def generate_batch(self, histories: Sequence[History], k: int) -> list[list[Candidate]]:
         depth = max(k, self.depth or 100)
-        per: list[list[list[Candidate]]] = [g.generate_batch(users, depth) if w > 0 else [[] for _ in users]
+        per: list[list[list[Candidate]]] = [g.generate_batch(histories, depth) if w > 0 else [[] for _ in histories]
                                             for g, w in zip(self.generators, self.weights, strict=True)]
-        return [rrf_fuse([p[u] for p in per], self.weights, k, self.rrf_k, self.name) for u in range(len(users))]
+        return [rrf_fuse([p[u] for p in per], self.weights, k, self.rrf_k, self.name) for u in range(len(histories))]
 
 
 @dataclass

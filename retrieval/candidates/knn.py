@@ -8,13 +8,13 @@ recency-weighted sum of its items' similarities to i. `KNNGenerator` turns it in
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
+from retrieval.candidates.base import Candidate, CandidateGenerator, Histories, History
 from retrieval.data.model import Event
 from retrieval.errors import ConfigError, MissingDependencyError, UnknownItemError
-from retrieval.candidates.base import Candidate, CandidateGenerator, Histories, _history
 
 
 def _sparse():  # type: ignore[no-untyped-def]
@@ -131,18 +131,16 @@ class KNNGenerator(CandidateGenerator):
     """Item-kNN candidates: top-k unseen items with a positive `ItemKNN` score (fewer when few co-occur).
 
     Args:
-        knn: a fitted ItemKNN.
-        histories: user → events whose items are scored (and dropped as seen).
+        knn: a fitted ItemKNN; each history passed to `generate_batch` is scored (its items dropped as seen).
     """
 
     name = "itemknn"
 
-    def __init__(self, knn: ItemKNN, histories: Mapping[str, Sequence[Event]]) -> None:
+    def __init__(self, knn: ItemKNN) -> None:
         self.knn = knn
-        self.histories = histories
 
-    def generate_batch(self, users: Sequence[str], k: int) -> list[list[Candidate]]:
-        seqs = [_history(self.histories, u) for u in users]
+    def generate_batch(self, histories: Sequence[History], k: int) -> list[list[Candidate]]:
+        seqs = list(histories)
         scores = self.knn.score_sequences(seqs)
         out = []
         for row, events in zip(scores, seqs, strict=True):

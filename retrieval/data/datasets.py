@@ -11,8 +11,6 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from retrieval.data.model import Dataset
-from retrieval.errors import DatasetNotFoundError
 from retrieval.data.loaders import (
     OnError,
     load_csv,
@@ -21,6 +19,8 @@ from retrieval.data.loaders import (
     load_movielens_dat,
     load_recbole,
 )
+from retrieval.data.model import Dataset
+from retrieval.errors import DatasetNotFoundError
 
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 # sha256 of the two files driftrec reads, as published by GroupLens (checked after download).

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from retrieval.data.model import Catalog, Dataset, Event, Item, LoadReport, SkippedRow
+from retrieval.data.model import Catalog, Dataset, Event, Item, LoadReport, SkippedRow, SkipReason
 from retrieval.errors import DataError
 
 OnError = Literal["raise", "skip"]
@@ -39,10 +39,11 @@ class _Rows:
         self.on_error = on_error
         self.report = LoadReport()
 
-    def bad(self, file: str | Path, line: int, reason: str) -> None:
+    def bad(self, file: str | Path, line: int, kind: SkipReason, reason: str) -> None:
+        """A bad row: raise DataError (on_error="raise") or record it with its typed kind and message."""
         if self.on_error == "raise":
             raise DataError(f"{file}:{line}: {reason}")
-        self.report.skipped.append(SkippedRow(str(file), line, reason))
+        self.report.skipped.append(SkippedRow(str(file), line, reason, kind))
 
     def build(self, make: Callable[..., Any], file: str | Path, line: int) -> Any:
         """Run a pydantic constructor; a validation failure becomes a bad row."""
@@ -51,9 +52,9 @@ class _Rows:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            self.bad(file, line, f"invalid {where}: {first['msg']}")
+            self.bad(file, line, SkipReason.INVALID_FIELD, f"invalid {where}: {first['msg']}")
         except (ValueError, OverflowError, OSError) as exc:
-            self.bad(file, line, f"invalid value: {exc}")
+            self.bad(file, line, SkipReason.INVALID_VALUE, f"invalid value: {exc}")
         return None
 
 
@@ -66,7 +67,7 @@ def _lines(path: Path, encoding: str, rows: _Rows) -> Iterator[tuple[int, str]]:
             try:
                 text = raw.decode(encoding).rstrip("\r\n")
             except UnicodeDecodeError as exc:
-                rows.bad(path, lineno, f"bad encoding: not valid {encoding} ({exc.reason})")
+                rows.bad(path, lineno, SkipReason.BAD_ENCODING, f"bad encoding: not valid {encoding} ({exc.reason})")
                 continue
             if text.strip():
                 rows.report.rows_read += 1
@@ -86,14 +87,14 @@ def _finish(catalog_items: list[tuple[Item, str, int]], events: list[Event], row
     seen: dict[str, Item] = {}
     for item, file, line in catalog_items:
         if item.id in seen:
-            rows.bad(file, line, f"duplicate item id: {item.id!r}")
+            rows.bad(file, line, SkipReason.DUPLICATE_ITEM, f"duplicate item id: {item.id!r}")
             continue
         seen[item.id] = item
     catalog = Catalog(seen.values())
     kept: list[Event] = []
     for ev, (file, line) in zip(events, event_lines, strict=True):
         if ev.item not in catalog:
-            rows.bad(file, line, f"unknown item id: {ev.item!r} not in catalogue")
+            rows.bad(file, line, SkipReason.UNKNOWN_ITEM, f"unknown item id: {ev.item!r} not in catalogue")
             continue
         kept.append(ev)
     return Dataset(catalog, kept, name=name, report=rows.report)
@@ -113,10 +114,11 @@ def load_movielens_100k(path: str | Path, on_error: OnError = "raise") -> Datase
     for lineno, text in _lines(item_file, "latin-1", rows):
         parts = text.split("|")
         if len(parts) != 24:
-            rows.bad(item_file, lineno, f"malformed row: expected 24 '|' fields, got {len(parts)}")
+            rows.bad(item_file, lineno, SkipReason.MALFORMED_ROW,
+                     f"malformed row: expected 24 '|' fields, got {len(parts)}")
             continue
         if any(flag not in ("0", "1") for flag in parts[5:]):
-            rows.bad(item_file, lineno, "malformed row: genre flags must be 0/1")
+            rows.bad(item_file, lineno, SkipReason.MALFORMED_ROW, "malformed row: genre flags must be 0/1")
             continue
         cats = tuple(g for g, flag in zip(ML100K_GENRES, parts[5:], strict=True) if flag == "1")
         release = f"Released {parts[2]}." if parts[2] else ""
@@ -124,19 +126,18 @@ def load_movielens_100k(path: str | Path, on_error: OnError = "raise") -> Datase
                           item_file, lineno)
         if item is not None:
             items.append((item, str(item_file), lineno))
-    events, where = _events_from_split(root / "u.data", "\t", "latin-1", rows, rating_action=True)
+    events, where = _events_from_split(root / "u.data", "\t", "latin-1", rows)
     return _finish(items, events, rows, "ml-100k", where)
 
 
-def _events_from_split(file: Path, sep: str, encoding: str, rows: _Rows,
-                       rating_action: bool) -> tuple[list[Event], list[tuple[str, int]]]:
+def _events_from_split(file: Path, sep: str, encoding: str, rows: _Rows) -> tuple[list[Event], list[tuple[str, int]]]:
     """user SEP item SEP rating SEP epoch-seconds rows (u.data and ratings.dat)."""
     events: list[Event] = []
     where: list[tuple[str, int]] = []
     for lineno, text in _lines(file, encoding, rows):
         parts = text.split(sep)
         if len(parts) != 4:
-            rows.bad(file, lineno, f"malformed row: expected 4 fields, got {len(parts)}")
+            rows.bad(file, lineno, SkipReason.MALFORMED_ROW, f"malformed row: expected 4 fields, got {len(parts)}")
             continue
         ev = rows.build(lambda p=parts: Event(user=p[0].strip(), item=p[1].strip(), rating=float(p[2]),
                                               timestamp=_epoch(p[3]), action="rate"), file, lineno)
@@ -155,13 +156,14 @@ def load_movielens_dat(path: str | Path, on_error: OnError = "raise") -> Dataset
     for lineno, text in _lines(movies, "latin-1", rows):
         parts = text.split("::")
         if len(parts) != 3:
-            rows.bad(movies, lineno, f"malformed row: expected 3 '::' fields, got {len(parts)}")
+            rows.bad(movies, lineno, SkipReason.MALFORMED_ROW,
+                     f"malformed row: expected 3 '::' fields, got {len(parts)}")
             continue
         cats = tuple(g for g in parts[2].split("|") if g and g != "(no genres listed)")
         item = rows.build(lambda p=parts, c=cats: Item(id=p[0], title=p[1], categories=c), movies, lineno)
         if item is not None:
             items.append((item, str(movies), lineno))
-    events, where = _events_from_split(root / "ratings.dat", "::", "latin-1", rows, rating_action=True)
+    events, where = _events_from_split(root / "ratings.dat", "::", "latin-1", rows)
     return _finish(items, events, rows, root.name or "movielens", where)
 
 
@@ -176,7 +178,8 @@ def _csv_records(file: Path, rows: _Rows, delimiter: str = ",") -> Iterator[tupl
     for lineno, text in lines[1:]:
         values = next(csv.reader(io.StringIO(text), delimiter=delimiter), [])
         if len(values) != len(fields):
-            rows.bad(file, lineno, f"malformed row: expected {len(fields)} fields, got {len(values)}")
+            rows.bad(file, lineno, SkipReason.MALFORMED_ROW,
+                     f"malformed row: expected {len(fields)} fields, got {len(values)}")
             continue
         yield lineno, dict(zip(fields, values, strict=True))
 
@@ -253,7 +256,8 @@ def _atomic_records(file: Path, rows: _Rows) -> Iterator[tuple[int, dict[str, st
     for lineno, text in lines:
         values = text.split("\t")
         if len(values) != len(fields):
-            rows.bad(file, lineno, f"malformed row: expected {len(fields)} fields, got {len(values)}")
+            rows.bad(file, lineno, SkipReason.MALFORMED_ROW,
+                     f"malformed row: expected {len(fields)} fields, got {len(values)}")
             continue
         yield lineno, dict(zip(fields, values, strict=True))
 
@@ -311,10 +315,10 @@ def _records(file: Path, rows: _Rows) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 rec = json.loads(text)
             except json.JSONDecodeError as exc:
-                rows.bad(file, lineno, f"malformed row: invalid JSON ({exc.msg})")
+                rows.bad(file, lineno, SkipReason.MALFORMED_ROW, f"malformed row: invalid JSON ({exc.msg})")
                 continue
             if not isinstance(rec, dict):
-                rows.bad(file, lineno, "malformed row: JSON line is not an object")
+                rows.bad(file, lineno, SkipReason.MALFORMED_ROW, "malformed row: JSON line is not an object")
                 continue
             yield lineno, rec
     else:
@@ -347,7 +351,7 @@ def _guarded(rows: _Rows, file: Path | str, lineno: int, make: Callable[..., Any
     try:
         return rows.build(make, file, lineno)
     except KeyError as exc:
-        rows.bad(file, lineno, f"malformed row: missing column {exc.args[0]!r}")
+        rows.bad(file, lineno, SkipReason.MALFORMED_ROW, f"malformed row: missing column {exc.args[0]!r}")
         return None
 
 

@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -13,7 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from retrieval.errors import DataError, UnknownItemError, UnknownUserError
 
 Action = Literal["view", "click", "purchase", "rate", "review", "interact"]
-ACTIONS: tuple[str, ...] = ("view", "click", "purchase", "rate", "review", "interact")
+
+
+
+def item_counts(histories: Iterable[Sequence[Event]]) -> Counter[str]:
+    """Event count per item over the given histories; items keep first-seen order (ties in `most_common`)."""
+    return Counter(ev.item for evs in histories for ev in evs)
+
 
 # Real behaviour logs start after 1970 and before 2100; anything outside is a unit or parsing error.
 MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
@@ -126,13 +133,32 @@ class Catalog:
         return exact + partial
 
 
+class SkipReason(StrEnum):
+    """Why a loader skipped a row (the typed kind; `SkippedRow.reason` keeps the full message)."""
+
+    MALFORMED_ROW = "malformed row"
+    UNKNOWN_ITEM = "unknown item id"
+    DUPLICATE_ITEM = "duplicate item id"
+    INVALID_VALUE = "invalid value"
+    INVALID_FIELD = "invalid field"
+    BAD_ENCODING = "bad encoding"
+
+
 @dataclass(frozen=True)
 class SkippedRow:
-    """A row a loader skipped under `on_error="skip"`."""
+    """A row a loader skipped under `on_error="skip"`.
+
+    Attributes:
+        file: the file it came from.
+        line: its 1-based line number.
+        reason: the full message, e.g. "malformed row: expected 4 fields, got 2".
+        kind: the typed reason, for counting and filtering.
+    """
 
     file: str
     line: int
     reason: str
+    kind: SkipReason
 
 
 @dataclass
@@ -142,9 +168,9 @@ class LoadReport:
     rows_read: int = 0
     skipped: list[SkippedRow] = field(default_factory=list)
 
-    def reasons(self) -> Counter[str]:
-        """Count of skipped rows per reason (the reason's text before the first colon)."""
-        return Counter(s.reason.split(":")[0] for s in self.skipped)
+    def reasons(self) -> Counter[SkipReason]:
+        """Count of skipped rows per typed reason."""
+        return Counter(s.kind for s in self.skipped)
 
     def summary(self) -> str:
         """One line: rows read and skipped counts per reason."""
@@ -197,7 +223,7 @@ class Dataset:
 
     def item_popularity(self) -> Counter[str]:
         """Event count per item over all histories."""
-        return Counter(ev.item for evs in self.histories.values() for ev in evs)
+        return item_counts(self.histories.values())
 
     def with_histories(self, histories: dict[str, tuple[Event, ...]], name: str | None = None) -> Dataset:
         """A dataset on the same catalogue with the given (already ordered) histories."""

@@ -3,21 +3,27 @@
 A forecaster sees a user's windows up to now and predicts the next window's category shares and
 (when windows carry vectors) its interest vector. Shares are predicted over a fixed category
 vocabulary set by `fit` (or taken from the windows themselves for untrained forecasters).
+
+`FORECASTERS` maps a name to a factory of a fresh forecaster; `make_forecaster(name)` looks one up.
+Third parties register under the entry-point group "driftrec.forecasters".
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from retrieval.candidates.base import Candidate, CandidateGenerator, History
+from retrieval.candidates.interest import InterestRetriever
 from retrieval.data.model import Catalog
-from retrieval.errors import ConfigError, UnknownUserError
-from retrieval.vectors.index import VectorIndex
-from retrieval.candidates.base import Candidate, CandidateGenerator, Histories, InterestRetriever
+from retrieval.errors import ConfigError
 from retrieval.evolution.timeline import Window, build_timeline
+from retrieval.registry import Registry
+from retrieval.vectors.index import VectorIndex
 
 Prediction = tuple[dict[str, float], np.ndarray | None]
+FORECASTERS: Registry[Callable[[], Forecaster]] = Registry("forecaster", "driftrec.forecasters")
 
 
 def _vocab(windows: Sequence[Window]) -> list[str]:
@@ -50,7 +56,8 @@ def vector_matrix(windows: Sequence[Window]) -> np.ndarray | None:
     return np.stack([w.vector for w in windows]).astype(np.float64)  # type: ignore[misc]
 
 
-def _to_shares(row: np.ndarray, vocab: Sequence[str]) -> dict[str, float]:
+def to_shares(row: np.ndarray, vocab: Sequence[str]) -> dict[str, float]:
+    """(C,) scores over `vocab` → positive shares summing to 1, largest first (empty when none is positive)."""
     row = np.clip(row, 0.0, None)
     s = row.sum()
     if s <= 0:
@@ -58,7 +65,8 @@ def _to_shares(row: np.ndarray, vocab: Sequence[str]) -> dict[str, float]:
     return {vocab[i]: float(row[i] / s) for i in np.argsort(-row, kind="stable") if row[i] > 0}
 
 
-def _unit(v: np.ndarray | None) -> np.ndarray | None:
+def unit_vector(v: np.ndarray | None) -> np.ndarray | None:
+    """v scaled to unit L2 norm as float32 (a zero vector stays zero); None stays None."""
     if v is None:
         return None
     n = float(np.linalg.norm(v))
@@ -100,9 +108,10 @@ class Forecaster:
         # A fitted forecaster's weights belong to its own vocabulary; others use the one given.
         vocab = self.vocab if self.vocab is not None else list(vocab) if vocab is not None else _vocab(windows)
         shares, vector = self.predict_arrays(share_matrix(windows, vocab), vector_matrix(windows), counts(windows))
-        return _to_shares(shares, vocab), _unit(vector)
+        return to_shares(shares, vocab), unit_vector(vector)
 
 
+@FORECASTERS.register("last-window")
 class LastWindowForecaster(Forecaster):
     """Baseline: the next window looks like the last one."""
 
@@ -113,6 +122,7 @@ class LastWindowForecaster(Forecaster):
         return shares[-1], None if vectors is None else vectors[-1]
 
 
+@FORECASTERS.register("history-mean")
 class HistoryMeanForecaster(Forecaster):
     """Baseline: the next window looks like the whole history so far (every event weighs the same)."""
 
@@ -124,6 +134,7 @@ class HistoryMeanForecaster(Forecaster):
         return w @ shares, None if vectors is None else w @ vectors
 
 
+@FORECASTERS.register("window-mean")
 class WindowMeanForecaster(Forecaster):
     """Baseline: the unweighted average of the windows so far (a one-event week weighs as a busy one)."""
 
@@ -134,6 +145,7 @@ class WindowMeanForecaster(Forecaster):
         return shares.mean(axis=0), None if vectors is None else vectors.mean(axis=0)
 
 
+@FORECASTERS.register("exp-smoothing")
 class ExpSmoothingForecaster(Forecaster):
     """Simple exponential smoothing: level ← α·x_t + (1-α)·level, started at the first window.
 
@@ -171,7 +183,7 @@ def training_pairs(sequences: Sequence[Sequence[Window]], min_history: int = 1,
     return [(seq[:t], seq[t]) for seq in sequences for t in range(min_history, len(seq))]
 
 
-def _prior(sequences: Sequence[Sequence[Window]]) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+def prior_from(sequences: Sequence[Sequence[Window]]) -> tuple[list[str], np.ndarray, np.ndarray | None]:
     """Category vocabulary, (C,) mean share over all training windows, (dim,) mean vector or None."""
     windows = [w for seq in sequences for w in seq]
     if not windows:
@@ -182,6 +194,7 @@ def _prior(sequences: Sequence[Sequence[Window]]) -> tuple[list[str], np.ndarray
     return vocab, prior, None if vecs is None else vecs.mean(axis=0)
 
 
+@FORECASTERS.register("exp-smoothing-tuned")
 class TunedSmoothingForecaster(ExpSmoothingForecaster):
     """Exponential smoothing whose α is picked on training pairs (lowest mean JS), shrunk to the prior.
 
@@ -204,18 +217,18 @@ class TunedSmoothingForecaster(ExpSmoothingForecaster):
     def fit(self, sequences: Sequence[Sequence[Window]]) -> TunedSmoothingForecaster:
         from retrieval.evolution.drift import js_divergence
 
-        self.vocab, self.prior, self.prior_vector = _prior(sequences)
+        self.vocab, self.prior, self.prior_vector = prior_from(sequences)
         pairs = training_pairs(sequences)
         if not pairs:
             return self
         histories = [(share_matrix(h, self.vocab), counts(h)) for h, _ in pairs]
-        targets = [_to_shares(share_matrix([t], self.vocab)[0], self.vocab) for _, t in pairs]
+        targets = [to_shares(share_matrix([t], self.vocab)[0], self.vocab) for _, t in pairs]
         best = (np.inf, self.alpha, self.gamma, self.beta)
         for a in self.alphas:
             for g in self.gammas:
                 smoothed = [_smooth(h, a, n ** g) for h, n in histories]
                 for b in self.betas:
-                    err = float(np.mean([js_divergence(_to_shares((1 - b) * s + b * self.prior, self.vocab), t)
+                    err = float(np.mean([js_divergence(to_shares((1 - b) * s + b * self.prior, self.vocab), t)
                                          for s, t in zip(smoothed, targets, strict=True)]))
                     best = min(best, (err, a, g, b))
         _, self.alpha, self.gamma, self.beta = best
@@ -236,6 +249,7 @@ def _ar_features(x: np.ndarray, counts: np.ndarray, alpha: float) -> np.ndarray:
     return np.stack([x[-1], _smooth(x, alpha), x.mean(axis=0), (counts / counts.sum()) @ x, x[0]])
 
 
+@FORECASTERS.register("autoregressive")
 class AutoregressiveForecaster(Forecaster):
     """Pooled linear autoregression: next = Σ_j w_j·feature_j + w_p·prior, weights shared by all categories.
 
@@ -254,7 +268,7 @@ class AutoregressiveForecaster(Forecaster):
         self.prior_vector: np.ndarray | None = None
 
     def fit(self, sequences: Sequence[Sequence[Window]]) -> AutoregressiveForecaster:
-        self.vocab, self.prior, self.prior_vector = _prior(sequences)
+        self.vocab, self.prior, self.prior_vector = prior_from(sequences)
         pairs = training_pairs(sequences)
         if not pairs:
             raise ConfigError("autoregression needs training users with at least two windows")
@@ -284,41 +298,46 @@ class AutoregressiveForecaster(Forecaster):
         return s, v
 
 
+def make_forecaster(name: str) -> Forecaster:
+    """A fresh forecaster by registered name; an unknown name raises ConfigError listing the valid ones."""
+    return FORECASTERS.get(name)()
+
+
 class ForecastGenerator(CandidateGenerator):
     """Candidates near the forecast interest vector of each user's next window (source "forecast").
 
-    Users whose forecast has no vector (empty history) get popularity candidates flagged "popularity".
+    Histories whose forecast has no vector (empty history) get the `popularity` generator's
+    candidates (flagged "popularity"), or none when no popularity generator is given.
 
     Args:
         index: item vectors.
-        histories: user → events, oldest first (what the forecast may see).
         catalog: item catalogue (window categories).
         forecaster: a fitted forecaster; default exponential smoothing.
         period: window size, see `build_timeline`.
+        popularity: fallback for empty histories (e.g. `PopularityGenerator(training histories)`).
     """
 
     name = "forecast"
 
-    def __init__(self, index: VectorIndex, histories: Histories, catalog: Catalog,
-                 forecaster: Forecaster | None = None, period: str = "week") -> None:
-        self.index, self.histories, self.catalog, self.period = index, histories, catalog, period
+    def __init__(self, index: VectorIndex, catalog: Catalog, forecaster: Forecaster | None = None,
+                 period: str = "week", popularity: CandidateGenerator | None = None) -> None:
+        self.index, self.catalog, self.period = index, catalog, period
         self.forecaster = forecaster or ExpSmoothingForecaster()
-        self._search = InterestRetriever(index, histories)  # shares its seen-item filtering and fallback
+        # shares the interest retriever's seen-item filtering and fallback
+        self._search = InterestRetriever(index, popularity=popularity)
 
-    def queries(self, users: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
-        """Forecast vector per user, shape (len(users), dim), and which users have one."""
-        out = np.zeros((len(users), self.index.dim), dtype=np.float32)
+    def queries(self, histories: Sequence[History]) -> tuple[np.ndarray, list[bool]]:
+        """Forecast vector per history, shape (len(histories), dim), and which histories have one."""
+        out = np.zeros((len(histories), self.index.dim), dtype=np.float32)
         has = []
-        for i, user in enumerate(users):
-            if user not in self.histories:
-                raise UnknownUserError(f"unknown user {user!r} ({len(self.histories):,} users known)")
-            windows = build_timeline(self.histories[user], self.catalog, self.index, self.period)
+        for i, history in enumerate(histories):
+            windows = build_timeline(history, self.catalog, self.index, self.period)
             vector = self.forecaster.forecast(windows)[1] if windows else None
             has.append(vector is not None)
             if vector is not None:
                 out[i] = vector
         return out, has
 
-    def generate_batch(self, users: Sequence[str], k: int) -> list[list[Candidate]]:
-        queries, has = self.queries(users)
-        return self._search.search_queries(users, queries, has, k, self.name)
+    def generate_batch(self, histories: Sequence[History], k: int) -> list[list[Candidate]]:
+        queries, has = self.queries(histories)
+        return self._search.search_queries(histories, queries, has, k, self.name)

@@ -15,198 +15,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
-from torch.nn import functional as F
 
 from retrieval import __version__
+from retrieval.candidates.base import Candidate, CandidateGenerator, History
 from retrieval.data.model import Event
-from retrieval.errors import ConfigError, IndexStateError, UnknownUserError
+from retrieval.errors import IndexStateError
+from retrieval.sequential.config import SeqConfig
+from retrieval.sequential.network import SASRecNet
 from retrieval.vectors.index import VectorIndex
-from retrieval.candidates.base import Candidate, CandidateGenerator, PopularityGenerator
 from retrieval.vectors.store import verify_files, write_atomically
 
 FORMAT = "driftrec-sequential/1"
 _FILES = ("model.pt", "ids.json", "config.json")
-
-
-class SeqConfig(BaseModel):
-    """Architecture and training settings (saved as config.json beside the weights).
-
-    Attributes:
-        max_len: newest events a sequence keeps; longer training sequences are cut into windows.
-        hidden: model width; also the dimension of query and item vectors.
-        blocks: transformer blocks.
-        heads: attention heads (hidden must be divisible by heads).
-        ffn_mult: feed-forward width as a multiple of hidden.
-        dropout: dropout on embeddings, attention and feed-forward.
-        use_text: add the projected text vector to each item's id embedding.
-        use_time: embedding of the log-bucketed gap to the previous event, from timestamps.
-        time_bias: with use_time, also a learned attention bias per log-bucketed gap between the
-            query event and each earlier event (TiSASRec-like; costs B·L² work per batch).
-        time_buckets: number of log2 buckets for time gaps (bucket 0 = no previous event).
-        loss: "ce" = full-softmax cross-entropy over the catalogue; "bce" = BCE with one sampled
-            negative; "sampled" = softmax over the target and `negatives` uniform items shared by the
-            batch (for large catalogues, where the full softmax is too slow on CPU).
-        lr, weight_decay, batch_size: Adam(W) settings.
-        epochs: maximum epochs; patience: evaluations without improvement before stopping.
-        eval_every: epochs between validation evaluations.
-        valid_users: validate on at most this many users (a fixed, seeded subset), None = all.
-        seed: seeds torch and the data order.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_len: int = Field(200, ge=2)
-    hidden: int = Field(64, ge=4)
-    blocks: int = Field(2, ge=1)
-    heads: int = Field(1, ge=1)
-    ffn_mult: int = Field(1, ge=1)
-    dropout: float = Field(0.3, ge=0.0, lt=1.0)
-    use_text: bool = True
-    use_time: bool = True
-    time_bias: bool = False
-    time_buckets: int = Field(32, ge=4)
-    loss: Literal["ce", "bce", "sampled"] = "ce"
-    negatives: int = Field(256, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(128, ge=1)
-    epochs: int = Field(200, ge=1)
-    patience: int = Field(10, ge=1)
-    eval_every: int = Field(1, ge=1)
-    valid_users: int | None = Field(None, ge=1)
-    seed: int = 0
-
-
-def gap_buckets(gaps: torch.Tensor, n_buckets: int) -> torch.Tensor:
-    """Log2 buckets of non-negative time gaps in seconds: 1 + floor(log2(1 + gap)), capped.
-
-    Bucket 0 is reserved for "no previous event"; callers set it themselves.
-    """
-    b = torch.floor(torch.log2(1.0 + gaps.clamp(min=0.0))).long() + 1
-    return b.clamp(max=n_buckets - 1)
-
-
-class _Block(nn.Module):
-    """Pre-LayerNorm causal self-attention block with an optional additive attention bias.
-
-    No dropout on the attention weights: on CPU it costs more than the rest of the block (it draws
-    B·L² random numbers) and residual/FFN dropout regularises enough.
-    """
-
-    def __init__(self, hidden: int, heads: int, ffn_mult: int, dropout: float) -> None:
-        super().__init__()
-        self.heads = heads
-        self.ln1, self.ln2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
-        self.qkv = nn.Linear(hidden, 3 * hidden)
-        self.out = nn.Linear(hidden, hidden)
-        self.ffn = nn.Sequential(nn.Linear(hidden, hidden * ffn_mult), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden * ffn_mult, hidden))
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """x: (B, L, H); bias: None (plain causal) or (B, heads, L, L) additive with -inf above the diagonal."""
-        b, length, h = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(b, length, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
-        if bias is None:
-            att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
-            att = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        x = x + self.drop(self.out(att.transpose(1, 2).reshape(b, length, h)))
-        return x + self.drop(self.ffn(self.ln2(x)))
-
-
-class SASRecNet(nn.Module):
-    """The network. Item index 0 is padding; catalogue item r (index row r) is index r + 1.
-
-    Sequences are right-padded: with padding only after the real events, plain causal attention
-    never lets a real position see padding, so no padding mask (and the fast SDPA path) is needed.
-    Positions are counted back from each sequence's newest event.
-
-    Args:
-        n_items: catalogue size.
-        config: architecture settings.
-        text: (n_items, text_dim) float32 text vectors, required when config.use_text.
-    """
-
-    text: torch.Tensor  # buffer, registered only when config.use_text
-
-    def __init__(self, n_items: int, config: SeqConfig, text: np.ndarray | None = None) -> None:
-        super().__init__()
-        if config.hidden % config.heads:
-            raise ConfigError(f"hidden={config.hidden} is not divisible by heads={config.heads}")
-        self.config, self.n_items = config, n_items
-        hid = config.hidden
-        self.item_emb = nn.Embedding(n_items + 1, hid, padding_idx=0)
-        nn.init.normal_(self.item_emb.weight, std=0.02)
-        with torch.no_grad():
-            self.item_emb.weight[0].zero_()
-        if config.use_text:
-            if text is None or text.ndim != 2 or text.shape[0] != n_items:
-                got = None if text is None else text.shape
-                raise ConfigError(f"use_text needs a ({n_items}, dim) text matrix, got {got}")
-            padded = np.vstack([np.zeros((1, text.shape[1]), np.float32), text.astype(np.float32)])
-            self.register_buffer("text", torch.from_numpy(padded))
-            self.text_proj = nn.Linear(text.shape[1], hid, bias=False)
-        self.pos_emb = nn.Embedding(config.max_len, hid)
-        nn.init.normal_(self.pos_emb.weight, std=0.02)
-        if config.use_time:
-            self.gap_emb = nn.Embedding(config.time_buckets, hid)
-            nn.init.normal_(self.gap_emb.weight, std=0.02)
-        if config.use_time and config.time_bias:
-            self.rel_bias = nn.Embedding(config.time_buckets, config.heads)
-            nn.init.zeros_(self.rel_bias.weight)
-        self.blocks = nn.ModuleList(_Block(hid, config.heads, config.ffn_mult, config.dropout)
-                                    for _ in range(config.blocks))
-        self.drop = nn.Dropout(config.dropout)
-        self.ln = nn.LayerNorm(hid)
-
-    def item_vectors(self, idx: torch.Tensor | None = None) -> torch.Tensor:
-        """Item vectors (id embedding + projected text) for padded indices idx (any shape), or for
-        every catalogue item when idx is None: shape (n_items, hidden)."""
-        if idx is None:
-            idx = torch.arange(1, self.n_items + 1, device=self.item_emb.weight.device)
-        vec = self.item_emb(idx)
-        if self.config.use_text:
-            vec = vec + self.text_proj(self.text[idx])
-        return vec
-
-    def forward(self, items: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
-        """Hidden states.
-
-        Args:
-            items: (B, L) long, right-padded with 0.
-            times: (B, L) float seconds (any per-row origin); ignored without use_time.
-
-        Returns:
-            (B, L, hidden); position i summarises items[:, :i + 1].
-        """
-        length = items.shape[1]
-        valid = items > 0
-        lengths = valid.sum(1, keepdim=True)
-        back = (lengths - 1 - torch.arange(length, device=items.device)).clamp(0, self.config.max_len - 1)
-        x = self.item_vectors(items) * math.sqrt(self.config.hidden) + self.pos_emb(back)
-        bias = None
-        if self.config.use_time:
-            gaps = gap_buckets(times - F.pad(times[:, :-1], (1, 0)), self.config.time_buckets)
-            gaps[:, 0] = 0  # bucket 0: no previous event
-            x = x + self.gap_emb(gaps)
-            if self.config.time_bias:
-                rel = gap_buckets(times[:, :, None] - times[:, None, :], self.config.time_buckets)
-                causal = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
-                bias = self.rel_bias(rel).permute(0, 3, 1, 2).masked_fill(~causal, float("-inf"))
-        x = self.drop(x) * valid[..., None]
-        for block in self.blocks:
-            x = block(x, bias)
-        return self.ln(x)
 
 
 class SequentialModel:
@@ -375,37 +200,31 @@ class SequentialModel:
 
 
 class SequentialGenerator(CandidateGenerator):
-    """Candidates from the sequential model: one index search per batch of users, seen items dropped.
+    """Candidates from the sequential model: one index search per batch of histories, seen items dropped.
 
-    Users with an empty history get popularity candidates (source "popularity").
+    Empty histories get the `popularity` generator's candidates (source "popularity"), or none when
+    no popularity generator is given.
 
     Args:
         model: a trained SequentialModel.
-        histories: user → events, oldest first (the model's input sequences).
+        popularity: fallback for empty histories (e.g. `PopularityGenerator(training histories)`).
     """
 
     name = "sequential"
 
-    def __init__(self, model: SequentialModel, histories: Mapping[str, Sequence[Event]]) -> None:
-        self.model, self.histories = model, histories
-        self.popularity = PopularityGenerator(histories)
+    def __init__(self, model: SequentialModel, popularity: CandidateGenerator | None = None) -> None:
+        self.model, self.popularity = model, popularity
 
-    def _history(self, user: str) -> Sequence[Event]:
-        try:
-            return self.histories[user]
-        except KeyError:
-            raise UnknownUserError(f"unknown user {user!r} ({len(self.histories):,} users known)") from None
-
-    def generate_batch(self, users: Sequence[str], k: int) -> list[list[Candidate]]:
-        events = [self._history(u) for u in users]
+    def generate_batch(self, histories: Sequence[History], k: int) -> list[list[Candidate]]:
+        events = list(histories)
         queries = self.model.encode(events)
         seen = [{ev.item for ev in evs} for evs in events]
         index = self.model.index
         scores, rows = index.search_rows(queries, k + max((len(s) for s in seen), default=0))
         out: list[list[Candidate]] = []
-        for user, evs, seen_u, s_row, r_row in zip(users, events, seen, scores, rows, strict=True):
+        for evs, seen_u, s_row, r_row in zip(events, seen, scores, rows, strict=True):
             if not evs:
-                out.append(self.popularity.generate(user, k))
+                out.append(self.popularity.generate(evs, k) if self.popularity is not None else [])
                 continue
             picks = [Candidate(index.ids[r], s, self.name) for s, r in zip(s_row.tolist(), r_row.tolist(), strict=True)
                      if r >= 0 and index.ids[r] not in seen_u]

@@ -20,9 +20,11 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from retrieval.data.model import Catalog, Event
-from retrieval.vectors.embed import Embedder, EmbeddingCache
 from retrieval.errors import ConfigError
-from retrieval.sequential.model import SASRecNet, SeqConfig, SequentialModel
+from retrieval.sequential.config import SeqConfig
+from retrieval.sequential.model import SequentialModel
+from retrieval.sequential.network import SASRecNet
+from retrieval.vectors.embed import Embedder, EmbeddingCache
 
 Arrays = tuple[np.ndarray, np.ndarray]  # (rows (n,) int64, seconds (n,) float64)
 

@@ -7,7 +7,7 @@ import importlib.util
 import os
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -15,6 +15,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from retrieval.errors import ConfigError, MissingDependencyError
+from retrieval.registry import Registry
+
+# name -> factory(model) where `model` is the backend's model argument (a model name/path, or the
+# hashing dimension as text). Third parties register under the entry-point group "driftrec.embedders".
+EMBEDDERS: Registry[Callable[[str | None], Embedder]] = Registry("embedder", "driftrec.embedders")
 
 
 class Embedder:
@@ -69,6 +74,16 @@ class Embedder:
             bar.update(len(rows))
         bar.close()
         return out
+
+
+@EMBEDDERS.register("sentence-transformers")  # first: the default, listed first in the CLI
+def _sentence_transformers(model: str | None = None) -> Embedder:
+    return SentenceTransformerEmbedder(model)
+
+
+@EMBEDDERS.register("hashing")
+def _hashing(model: str | None = None) -> Embedder:
+    return HashingEmbedder(int(model) if model else 256)
 
 
 class HashingEmbedder(Embedder):
@@ -140,16 +155,14 @@ class SentenceTransformerEmbedder(Embedder):
                                   convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
 
 
-EMBEDDERS = ("sentence-transformers", "hashing")
-
-
 def make_embedder(name: str = "sentence-transformers", model: str | None = None) -> Embedder:
-    """Embedder by backend name: "sentence-transformers" (default) or "hashing"."""
-    if name in ("sentence-transformers", "st"):
-        return SentenceTransformerEmbedder(model)
-    if name == "hashing":
-        return HashingEmbedder(int(model) if model else 256)
-    raise ConfigError(f"unknown embedder {name!r}; valid: {', '.join(EMBEDDERS)}")
+    """Embedder by registered name (`EMBEDDERS`): "sentence-transformers" (default, alias "st"), "hashing",
+    or one a plugin registered under the entry-point group "driftrec.embedders".
+
+    Raises:
+        ConfigError: unknown name (the message lists the valid ones).
+    """
+    return EMBEDDERS.get("sentence-transformers" if name == "st" else name)(model)
 
 
 class EmbeddingCache:

@@ -7,7 +7,8 @@ implement one method, `search_batch`. The numpy backend is the exact answer key 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,12 @@ import numpy as np
 
 from retrieval import __version__
 from retrieval.errors import ConfigError, IndexStateError, MissingDependencyError, UnknownItemError
+from retrieval.registry import Registry
 from retrieval.vectors.store import verify_files, write_atomically
 
-BACKENDS = ("flat", "hnsw", "ivf", "numpy")
+# name -> factory(vectors) of a search backend. Third parties register under the entry-point group
+# "driftrec.index_backends".
+BACKENDS: Registry[Callable[[np.ndarray], Backend]] = Registry("index backend", "driftrec.index_backends")
 _FILES = ("vectors.npy", "ids.json")
 
 
@@ -49,13 +53,25 @@ class NumpyBackend(Backend):
     name = "numpy"
 
     def search_batch(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores = queries @ self.vectors.T
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else np.tile(
-            np.arange(scores.shape[1]), (len(queries), 1))
-        top = np.take_along_axis(scores, part, axis=1)
-        order = np.lexsort((part, -top), axis=1)
-        rows = np.take_along_axis(part, order, axis=1)
-        return np.take_along_axis(top, order, axis=1).astype(np.float32), rows.astype(np.int64)
+        rows, top = top_k(queries @ self.vectors.T, k)
+        return top.astype(np.float32), rows.astype(np.int64)
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best columns per row, best first, ties broken by lower column, and their scores.
+
+    Args:
+        scores: (n, n_cols) scores.
+        k: columns per row (k ≥ n_cols returns every column).
+
+    Returns:
+        ((n, min(k, n_cols)) columns, (n, min(k, n_cols)) scores).
+    """
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else np.tile(
+        np.arange(scores.shape[1]), (len(scores), 1))
+    top = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -top), axis=1)
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(top, order, axis=1)
 
 
 def _faiss():  # type: ignore[no-untyped-def]
@@ -88,7 +104,7 @@ class FaissBackend(Backend):
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
             index.train(vectors)
         else:
-            raise ConfigError(f"unknown index backend {kind!r}; valid: {', '.join(BACKENDS)}")
+            raise ConfigError(f"unknown FAISS index kind {kind!r}; valid: flat, hnsw, ivf")
         if prebuilt is None and len(vectors):
             index.add(vectors)
         if kind == "ivf":
@@ -105,13 +121,15 @@ class FaissBackend(Backend):
         return scores, rows.astype(np.int64)
 
 
+for _kind in ("flat", "hnsw", "ivf"):  # registered before numpy: "flat" is the default, listed first
+    BACKENDS.register(_kind, partial(FaissBackend, kind=_kind))
+BACKENDS.register("numpy", NumpyBackend)
+
+
 def make_backend(kind: str, vectors: np.ndarray) -> Backend:
-    """Backend by name (flat, hnsw, ivf, numpy); unknown names raise ConfigError listing the valid ones."""
-    if kind == "numpy":
-        return NumpyBackend(vectors)
-    if kind in ("flat", "hnsw", "ivf"):
-        return FaissBackend(vectors, kind)
-    raise ConfigError(f"unknown index backend {kind!r}; valid: {', '.join(BACKENDS)}")
+    """Backend by registered name (`BACKENDS`: flat, hnsw, ivf, numpy, or a plugin's from the entry-point
+    group "driftrec.index_backends"); unknown names raise ConfigError listing the valid ones."""
+    return BACKENDS.get(kind)(vectors)
 
 
 class VectorIndex:
@@ -124,8 +142,7 @@ class VectorIndex:
     """
 
     def __init__(self, embedder: str, dim: int, backend: str = "flat") -> None:
-        if backend not in BACKENDS:
-            raise ConfigError(f"unknown index backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        BACKENDS.get(backend)  # unknown name: ConfigError listing the valid ones, before any work
         self.embedder, self.dim, self.backend_name = embedder, dim, backend
         self.ids: list[str] = []
         self._row: dict[str, int] = {}

@@ -1,0 +1,59 @@
+"""How to build an LLM client: one frozen settings object, built at the edge (CLI, harness) and passed in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agent.llm.packaged import CpuFormat
+
+
+class LLMSettings(BaseModel):
+    """How to build a chat model.
+
+    Attributes:
+        backend: backend name, one of `agent.llm.backends.BACKENDS` (checked when built). Not a
+            `Literal`: third parties add backends through the `driftrec.llm_backends` entry points.
+        model: embedded: a packaged model name (see `agent.llm.packaged.PACKAGED`) or a GGUF path;
+            servers: the served model name.
+        base_url: server URL, e.g. "http://127.0.0.1:8000/v1" (server backends only).
+        api_key: sent to OpenAI-compatible servers (local servers ignore it).
+        temperature: sampling temperature; 0 = greedy (reproducible).
+        max_tokens: default generation cap.
+        timeout_s: per-request timeout for server backends.
+        n_ctx: embedded context window in tokens.
+        n_threads: embedded CPU threads (None = llama.cpp's default).
+        seed: sampling seed.
+        cache_dir: directory of the on-disk response cache (None = no cache).
+        cpu_format: embedded: convert the GGUF once to this llama.cpp type for faster CPU inference;
+            None = `agent.llm.packaged.DEFAULT_CPU_FORMAT` for packaged models and "original" for
+            GGUF paths the caller gives.
+
+    Raises:
+        ConfigError: unknown backend name (the message lists the valid ones).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: str = "embedded"
+    model: str | None = None
+    base_url: str | None = None
+    api_key: str = "not-needed"
+    temperature: float = Field(default=0.0, ge=0.0)
+    max_tokens: int = Field(default=256, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+    n_ctx: int = Field(default=4096, gt=0)
+    n_threads: int | None = None
+    seed: int = 0
+    cache_dir: Path | None = None
+    cpu_format: CpuFormat | None = None
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, name: str) -> str:
+        # Imported here: the backends import this module. ConfigError is not a ValueError, so
+        # pydantic lets it through unwrapped and callers see the error that lists the valid names.
+        from agent.llm.backends import check_backend
+
+        return check_backend(name)
