@@ -32,3 +32,18 @@ def test_demo_real_embedder(ml100k_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["demo", "--data", str(ml100k_path), "--no-cache", "-k", "3"]) == 0
     out = capsys.readouterr().out
     assert "top 3 recommendations" in out and "all-MiniLM-L6-v2" in out
+
+
+def test_index_out_never_replaces_a_foreign_directory(tmp_path: Path, ml100k_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "sub" / "thesis.txt").write_text("precious")
+    base = ["--data", str(ml100k_path), "--embedder", "hashing", "--no-cache"]
+    assert main(["index", *base, "--out", str(victim)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "refusing to replace" in err and "\n" not in err
+    assert main(["index", *base, "--out", str(ml100k_path)]) == 2  # the dataset itself
+    assert main(["train", "--dataset", str(ml100k_path), "--out", str(victim)]) == 2
+    assert (victim / "sub" / "thesis.txt").read_text() == "precious"
+    assert (ml100k_path / "u.data").is_file()

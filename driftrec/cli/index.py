@@ -19,7 +19,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def run(args: argparse.Namespace) -> int:
     """Handler of `driftrec index`."""
+    from retrieval.vectors.store import check_replaceable
+
     start = time.perf_counter()
+    check_replaceable(args.out, "driftrec-index")  # before the embedding work, not after it
     dataset = load_data(args)
     index = open_index(args, dataset)
     index.save(args.out)

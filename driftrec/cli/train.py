@@ -51,9 +51,12 @@ def run(args: argparse.Namespace) -> int:
     from eval.splits import leave_one_out
     from retrieval.data.datasets import load_dataset
     from retrieval.sequential.model import SeqConfig, SequentialModel
+    from retrieval.sequential.model import FORMAT
     from retrieval.sequential.train import text_matrix, train
+    from retrieval.vectors.store import check_replaceable
 
     start = time.perf_counter()
+    check_replaceable(args.out, FORMAT.split("/")[0])  # before training, not after it
     dataset = load_dataset(args.dataset)
     try:
         config = SeqConfig(max_len=args.max_len, hidden=args.hidden, blocks=args.blocks, heads=args.heads,
