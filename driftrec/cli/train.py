@@ -50,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
     """Train, save, print time / best epoch / validation NDCG@10; returns the exit code."""
     from eval.splits import leave_one_out
     from retrieval.data.datasets import load_dataset
-    from retrieval.sequential.model import SeqConfig, SequentialModel
-    from retrieval.sequential.model import FORMAT
+    from retrieval.sequential.model import FORMAT, SeqConfig, SequentialModel
     from retrieval.sequential.train import text_matrix, train
     from retrieval.vectors.store import check_replaceable
 
