@@ -20,7 +20,16 @@ from agent.explain import ExplainConfig, Explainer
 from agent.grounding import display_title, title_aliases
 from agent.intent import Route, route
 from agent.llm.client import LLMClient
-from agent.types import ChatReply, ChatSession, Diagnostics, Explanation, GroundedText, Recommendation
+from agent.types import (
+    ROUTINGS,
+    ChatReply,
+    ChatSession,
+    Diagnostics,
+    Explanation,
+    GroundedText,
+    Recommendation,
+    Routing,
+)
 from retrieval.candidates.base import Candidate, CandidateGenerator
 from retrieval.data.model import Dataset, Event, Item
 from retrieval.errors import ConfigError
@@ -46,15 +55,15 @@ class AgentConfig:
 
     candidates: int = 20
     period: str = "week"
-    routing: str = "auto"
+    routing: Routing = "auto"
     chat_k: int = 5
     recent_events: int = 20
 
     def __post_init__(self) -> None:
         if self.candidates < 1 or self.chat_k < 1 or self.recent_events < 1:
             raise ConfigError(f"candidates, chat_k and recent_events must be ≥ 1: {self}")
-        if self.routing not in ("auto", "tools", "llm", "keywords"):
-            raise ConfigError(f"unknown routing {self.routing!r}; valid: auto, tools, llm, keywords")
+        if self.routing not in ROUTINGS:  # a dataclass does not check its Literal at run time
+            raise ConfigError(f"unknown routing {self.routing!r}; valid: {', '.join(ROUTINGS)}")
 
 
 class RecommenderAgent:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.llm.client import LLMClient, to_messages
 from agent.llm.json_reply import extract_json_object
-from agent.types import INTENTS, Intent
+from agent.types import INTENTS, Intent, Routing
 from prompts import data_block, quote, render
 from retrieval.errors import LLMError
 
@@ -166,7 +166,7 @@ def tool_route(client: LLMClient, message: str) -> Route:
     return _validate(call.name, call.args.get("title"), message, "tools")
 
 
-def route(client: LLMClient | None, message: str, mode: str = "auto") -> Route:
+def route(client: LLMClient | None, message: str, mode: Routing = "auto") -> Route:
     """Route one message.
 
     Args:

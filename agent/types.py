@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
@@ -56,6 +56,10 @@ class RerankResult:
     def item_ids(self) -> list[str]:
         """Reranked item ids, best first."""
         return [c.item_id for c in self.candidates]
+
+# Chat intent routing: "auto" (tool calling where the backend supports it, else the LLM), "tools", "llm", "keywords".
+Routing = Literal["auto", "tools", "llm", "keywords"]
+ROUTINGS: tuple[Routing, ...] = get_args(Routing)
 
 
 class Diagnostics(BaseModel):

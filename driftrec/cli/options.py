@@ -79,6 +79,7 @@ class _LLMBackendNames:
 def llm_options(p: argparse.ArgumentParser) -> None:
     """LLM options shared by chat, recommend --explain and demo."""
     from agent.llm.packaged import CPU_FORMATS, DEFAULT_CPU_FORMAT
+    from agent.types import ROUTINGS
 
     p.add_argument("--llm", default="embedded", metavar="BACKEND", choices=_LLMBackendNames(),
                    help="LLM backend: embedded (llama.cpp on a packaged GGUF, offline; default), vllm, "
@@ -89,7 +90,7 @@ def llm_options(p: argparse.ArgumentParser) -> None:
                    help="embedded: convert the GGUF once to this type for faster CPU inference (default: "
                         f"{DEFAULT_CPU_FORMAT} for packaged models, original for a GGUF path)")
     p.add_argument("--no-rerank", action="store_true", help="keep retrieval order (explanations still use the LLM)")
-    p.add_argument("--routing", default="auto", choices=("auto", "tools", "llm", "keywords"),
+    p.add_argument("--routing", default="auto", choices=ROUTINGS,
                    help="chat intent routing (auto: tool calling where the backend supports it, else the LLM)")
 
 
