@@ -22,6 +22,7 @@ from agent.rerank import LLMReranker, RerankConfig, RerankResult, fuse
 from eval.metrics import ndcg_at
 from eval.models import RankedCandidates, Recommender, TrainData, ValidationData, make_model, register
 from retrieval.candidates.base import Candidate
+from retrieval.data.datasets import cache_dir as user_cache_dir
 from retrieval.data.model import Event
 from retrieval.errors import ConfigError
 
@@ -45,7 +46,8 @@ class LLMRerankModel(Recommender):
             (see `agent.rerank.RerankConfig.calibrate`).
         cpu_format: embedded GGUF conversion ("original", "q8_0", "q4_0", "f16"); "" = the default
             (see `agent.llm.client.LLMSettings.cpu_format`).
-        cache_dir: response cache directory (resumable, reproducible runs); "" = no cache.
+        cache_dir: response cache directory (resumable, reproducible runs); default the user cache dir
+            (`<cache>/llm`, as the CLI uses); "" = no cache.
         base: model scoring candidates that arrive without scores (llmrank protocol); "none" = zeros.
         embedder: passed to the base model.
         seed: seed of shuffled passes and sampling.
@@ -58,7 +60,7 @@ class LLMRerankModel(Recommender):
     def __init__(self, backend: str = "embedded", model: str | None = None, base_url: str | None = None,
                  method: str = "auto", fusion_weight: float | None = None,
                  weights: str | Sequence[float] = DEFAULT_WEIGHTS, passes: int = 1, history_tokens: int = 400,
-                 cache_dir: str = "runs/llm-cache", base: str = "interest", embedder: str = "sentence-transformers",
+                 cache_dir: str | None = None, base: str = "interest", embedder: str = "sentence-transformers",
                  seed: int = 0, chat_model: Any = None, progress: bool = False, cpu_format: str = "",
                  calibrate: bool = False) -> None:
         grid = [float(w) for w in (weights.split(",") if isinstance(weights, str) else weights)]
@@ -67,7 +69,7 @@ class LLMRerankModel(Recommender):
         self.grid = sorted(set(grid) | {0.0})
         self.fusion_weight = None if fusion_weight is None else float(fusion_weight)
         self.settings = LLMSettings(backend=backend, model=model, base_url=base_url, seed=int(seed),
-                                    cache_dir=Path(cache_dir) if cache_dir else None,
+                                    cache_dir=(user_cache_dir() / "llm" if cache_dir is None else Path(cache_dir) if cache_dir else None),
                                     cpu_format=cpu_format or None)  # type: ignore[arg-type]
         self.chat_model = chat_model
         self.rerank_config = RerankConfig(method=method, fusion_weight=1.0, passes=int(passes), seed=int(seed),
