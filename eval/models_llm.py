@@ -68,8 +68,8 @@ class LLMRerankModel(Recommender):
             raise ConfigError(f"fusion weights must be in [0, 1]: {weights!r}")
         self.grid = sorted(set(grid) | {0.0})
         self.fusion_weight = None if fusion_weight is None else float(fusion_weight)
-        self.settings = LLMSettings(backend=backend, model=model, base_url=base_url, seed=int(seed),
-                                    cache_dir=(user_cache_dir() / "llm" if cache_dir is None else Path(cache_dir) if cache_dir else None),
+        cache = user_cache_dir() / "llm" if cache_dir is None else Path(cache_dir) if cache_dir else None
+        self.settings = LLMSettings(backend=backend, model=model, base_url=base_url, seed=int(seed), cache_dir=cache,
                                     cpu_format=cpu_format or None)  # type: ignore[arg-type]
         self.chat_model = chat_model
         self.rerank_config = RerankConfig(method=method, fusion_weight=1.0, passes=int(passes), seed=int(seed),
