@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -111,16 +112,21 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
+@functools.cache
+def _renameat2() -> Any:
+    """libc's renameat2, looked up once (find_library runs ldconfig); None where libc lacks it."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).renameat2
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths atomically with Linux renameat2(RENAME_EXCHANGE); False where unsupported."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError, TypeError):
+    renameat2 = _renameat2()
+    if renameat2 is None:
         return False
-    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    return bool(rc == 0)
+    return bool(renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0)
 
 
 def verify_files(root: Path, files: Sequence[str], expected: Mapping[str, str], what: str, fix: str) -> None:
