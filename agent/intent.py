@@ -66,45 +66,111 @@ class IntentReply(BaseModel):
 
 
 # ---------------------------------------------------------------------- keywords (deterministic)
+#
+# Every check below runs in time linear in the message length. A pattern such as `why.*?suggest` or
+# `[chars]+$` is retried from every start position, so it costs O(n²) on a message that repeats its
+# first part without the second ("why why why ..."). Each two-part pattern is therefore split: find the
+# first part once, then search for the second part after it (a later first part sees only less text),
+# and the title's ends are stripped by scanning characters, not by a `+$` pattern.
+
+MAX_TITLE_CHARS = 200
 
 _LEADING_QUOTE = re.compile(r"^[\"“«']([^\"“”«»]{1,200}?)[\"”»']")
-_CLEAN_TITLE = re.compile(r"^[\s\"'“”‘’«]+|[\s\"'“”‘’»?!.,;:]+$")
-_WHY = re.compile(r"\bwhy\b.*?\b(?:suggest|recommend|pick|show|choose|chose)(?:ed|en)?\b\s*(?:me\s+)?(?P<title>.*)",
-                  re.IGNORECASE | re.DOTALL)
+_TITLE_LEAD = frozenset("\"'“”‘’«")
+_TITLE_TRAIL = frozenset("\"'“”‘’»?!.,;:")
+_POLITE = re.compile(r"\s(?:please|pls|thanks|thank you)\Z", re.IGNORECASE)
+_POLITE_SPAN = len(" thank you")  # the longest `_POLITE` match
+_WHY_WORD = re.compile(r"\bwhy\b", re.IGNORECASE)
+_WHY_VERB = re.compile(r"\b(?:suggest|recommend|pick|show|choose|chose)(?:ed|en)?\b\s*(?:me\s+)?", re.IGNORECASE)
 _WHY_BARE = re.compile(r"^\s*why\b(?P<title>.*)", re.IGNORECASE | re.DOTALL)
 _LIKE = re.compile(r"\b(?:like|similar to|resembling|in the vein of|along the lines of)\s+(?P<title>.+)",
                    re.IGNORECASE | re.DOTALL)
 _DIFFERENT = re.compile(r"\b(?:different|something new|something else|change of pace|switch it up|"
                         r"out of my comfort zone|not (?:like|what) (?:what )?i)", re.IGNORECASE)
-_RECENT = re.compile(r"\b(?:what (?:have|did|do) i\b.*\b(?:into|watch\w*|lik\w*|enjoy\w*)|lately|recently|"
-                     r"my (?:recent )?(?:interests|taste|history)|interest shift|how ha(?:s|ve) my)", re.IGNORECASE)
+_RECENT = re.compile(r"\b(?:lately|recently|my (?:recent )?(?:interests|taste|history)|interest shift|"
+                     r"how ha(?:s|ve) my)", re.IGNORECASE)
+_RECENT_ASK = re.compile(r"\bwhat (?:have|did|do) i\b", re.IGNORECASE)
+_RECENT_VERB = re.compile(r"\b(?:into|watch\w*|lik\w*|enjoy\w*)", re.IGNORECASE)
 _RECOMMEND = re.compile(r"\b(?:recommend|suggest|something to|anything to|what should i|more|another|"
                         r"give me|show me|pick)\b", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"[.?!]")
 _MORE_LIKE_HEAD = re.compile(r"\b(?:more|something|anything|films?|movies?|items?|games?|titles?|stuff|things?|"
-                             r"recommend\w*|suggest\w*|similar)\b[^.?!]*?\b(?:like|similar to)\s", re.IGNORECASE)
+                             r"recommend\w*|suggest\w*|similar)\b", re.IGNORECASE)
+_MORE_LIKE_TAIL = re.compile(r"\b(?:like|similar to)\s", re.IGNORECASE)
+
+
+def _strip_polite(text: str) -> str:
+    """`text` without a trailing "please", "thanks", ... and the non-word characters after it."""
+    end = len(text)
+    while end and not (text[end - 1].isalnum() or text[end - 1] == "_"):  # the `\W*` tail
+        end -= 1
+    polite = _POLITE.search(text, max(0, end - _POLITE_SPAN), end)
+    if polite is None:
+        return text
+    start = polite.start()
+    while start and text[start - 1].isspace():
+        start -= 1
+    return text[:start]
+
+
+def _strip_ends(text: str) -> str:
+    """`text` without leading whitespace/opening quotes and trailing whitespace/quotes/punctuation."""
+    start, end = 0, len(text)
+    while start < end and (text[start].isspace() or text[start] in _TITLE_LEAD):
+        start += 1
+    while end > start and (text[end - 1].isspace() or text[end - 1] in _TITLE_TRAIL):
+        end -= 1
+    return text[start:end]
 
 
 def clean_title(text: str) -> str:
-    """Strip quotes, trailing punctuation and polite words around a title the user typed."""
+    """Strip quotes, trailing punctuation and polite words around a title the user typed.
+
+    Linear in `len(text)`; the result has at most `MAX_TITLE_CHARS` characters.
+    """
     text = text.strip()
     if quoted := _LEADING_QUOTE.match(text):
-        return quoted[1].strip()[:200]
-    text = re.sub(r"\s+(?:please|pls|thanks|thank you)\W*$", "", text, flags=re.IGNORECASE)
-    return _CLEAN_TITLE.sub("", text)[:200]
+        return quoted[1].strip()[:MAX_TITLE_CHARS]
+    return _strip_ends(_strip_polite(text))[:MAX_TITLE_CHARS]
+
+
+def _why_title(text: str) -> str | None:
+    """The text after "why ... suggest|recommend|pick|..." or after a leading "why"; None: not a why."""
+    if (why := _WHY_WORD.search(text)) and (verb := _WHY_VERB.search(text, why.end())):
+        return text[verb.end():]
+    if bare := _WHY_BARE.match(text):
+        return bare["title"]
+    return None
+
+
+def _asks_recent(text: str) -> bool:
+    """True for "lately", "my taste", ... or "what have/did/do I ... into/watch/like/enjoy" in one line."""
+    if _RECENT.search(text):
+        return True
+    for line in text.split("\n"):
+        if (ask := _RECENT_ASK.search(line)) and _RECENT_VERB.search(line, ask.end()):
+            return True
+    return False
+
+
+def _asks_more_like(text: str) -> bool:
+    """True for "more / something / films ... like / similar to " within one sentence."""
+    for sentence in _SENTENCE_END.split(text):
+        if (head := _MORE_LIKE_HEAD.search(sentence)) and _MORE_LIKE_TAIL.search(sentence, head.end()):
+            return True
+    return False
 
 
 def keyword_route(message: str) -> Route:
-    """The deterministic router: ordered patterns, most specific first."""
+    """The deterministic router: ordered patterns, most specific first; linear in the message length."""
     text = message.strip()
-    if m := _WHY.search(text):
-        return Route("why", clean_title(m["title"]) or None)
-    if m := _WHY_BARE.match(text):
-        return Route("why", clean_title(m["title"]) or None)
+    if (why := _why_title(text)) is not None:
+        return Route("why", clean_title(why) or None)
     if _DIFFERENT.search(text):
         return Route("different")
-    if _MORE_LIKE_HEAD.search(text) and (m := _LIKE.search(text)):
+    if _asks_more_like(text) and (m := _LIKE.search(text)):
         return Route("more_like", clean_title(m["title"]) or None)
-    if _RECENT.search(text):
+    if _asks_recent(text):
         return Route("recent_interests")
     if _RECOMMEND.search(text):
         return Route("recommend")

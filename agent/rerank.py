@@ -9,7 +9,9 @@ Candidates are shown with short labels (A, B, C, ...). Two scoring methods, best
 
 Nothing the model returns is trusted: unknown labels are dropped (counted as hallucinated ids),
 duplicates dropped, missing candidates filled in retrieval order, invalid replies re-asked a bounded
-number of times, and when every method fails the retrieval order is returned with `fallback=True`.
+number of times (an unreadable server reply counts as an invalid output), and when every method fails,
+or the backend is down or out of time (each call ends by its deadline, `agent.llm.deadline`), the
+retrieval order is returned with `fallback=True` and the reasons in `errors`.
 `rerank` never raises for model misbehaviour or backend failure and never returns a foreign id.
 
 The LLM score is fused with the retrieval score: fused = (1 - w)·z(retrieval) + w·z(llm), z being a
@@ -34,7 +36,7 @@ from agent.types import RerankResult
 from prompts import data_block, load_prompt, quote
 from retrieval.candidates.base import Candidate
 from retrieval.data.model import Catalog, Event
-from retrieval.errors import ConfigError, LLMError
+from retrieval.errors import ConfigError, LLMError, LLMReplyError
 
 LABELS: tuple[str, ...] = tuple(chr(ord("A") + i) for i in range(26))
 METHODS = ("auto", "logprobs", "json", "retrieval")
@@ -157,7 +159,10 @@ class LogprobMethod(RankingMethod):
         self.prior = prior
 
     def score(self, client: LLMClient, one: _Pass, config: RerankConfig, counters: _Counters) -> np.ndarray:
-        reply = client.chat(one.messages("rerank"), max_tokens=1, top_logprobs=_top_k(client, config))
+        try:
+            reply = client.chat(one.messages("rerank"), max_tokens=1, top_logprobs=_top_k(client, config))
+        except LLMReplyError as exc:
+            raise InvalidOutput(str(exc)) from None
         counters.record(reply.prompt_tokens, reply.cached)
         scores = label_scores(reply.top_logprobs, LABELS[: len(one.order)])
         return scores if self.prior is None else scores - self.prior(len(one.order), counters)
@@ -201,26 +206,30 @@ class JsonMethod(RankingMethod):
         first = one.messages("rerank_json")
         messages = list(first)
         for attempt in range(config.max_retries + 1):
-            reply = client.chat(messages, max_tokens=6 * len(labels) + 24, json_schema=schema)
-            counters.record(reply.prompt_tokens, reply.cached)
             try:
-                ranked = parse_ranking(reply.text, labels, counters)
-            except InvalidOutput as exc:
-                if attempt == config.max_retries:
-                    raise  # counted by the caller
-                counters.invalid_outputs += 1
-                counters.errors.append(f"json attempt {attempt + 1}: {exc}")
-                counters.retries += 1
-                retry = load_prompt("rerank_retry").render(error=str(exc)[:200], n=len(labels),
-                                                           example=_example(labels))
-                messages = [*first, AIMessage(reply.text[:400]), HumanMessage(retry)]
-                continue
-            # Missing labels go after the ranked ones, in the pass's shown (= retrieval, pass 0) order.
-            missing = [lab for lab in labels if lab not in ranked]
-            counters.missing_filled += len(missing)
-            full = ranked + missing
-            pos = {lab: r for r, lab in enumerate(full)}
-            return np.array([float(len(labels) - pos[lab]) for lab in labels])
+                reply = client.chat(messages, max_tokens=6 * len(labels) + 24, json_schema=schema)
+            except LLMReplyError as exc:  # the server's reply itself was unreadable: same as invalid JSON
+                problem, text = InvalidOutput(str(exc)), ""
+            else:
+                counters.record(reply.prompt_tokens, reply.cached)
+                try:
+                    ranked = parse_ranking(reply.text, labels, counters)
+                except InvalidOutput as exc:
+                    problem, text = exc, reply.text
+                else:
+                    # Missing labels go after the ranked ones, in the pass's shown (= retrieval, pass 0) order.
+                    missing = [lab for lab in labels if lab not in ranked]
+                    counters.missing_filled += len(missing)
+                    pos = {lab: r for r, lab in enumerate(ranked + missing)}
+                    return np.array([float(len(labels) - pos[lab]) for lab in labels])
+            if attempt == config.max_retries:
+                raise problem  # counted by the caller
+            counters.invalid_outputs += 1
+            counters.errors.append(f"json attempt {attempt + 1}: {problem}")
+            counters.retries += 1
+            retry = load_prompt("rerank_retry").render(error=str(problem)[:200], n=len(labels),
+                                                       example=_example(labels))
+            messages = [*first, AIMessage(text[:400]), HumanMessage(retry)] if text else list(first)
         raise InvalidOutput("unreachable")  # the loop returns or raises
 
 
@@ -355,12 +364,12 @@ class LLMReranker:
             blank = quote("N/A")
             empty = _Pass(list(range(n)), self._system, data_block("history", ["N/A"]),
                           data_block("candidates", [f"{lab}. {blank}" for lab in LABELS[:n]]))
-            reply = self.client.chat(empty.messages("rerank"), max_tokens=1,
-                                     top_logprobs=_top_k(self.client, self.config))
-            counters.record(reply.prompt_tokens, reply.cached)
             try:
+                reply = self.client.chat(empty.messages("rerank"), max_tokens=1,
+                                         top_logprobs=_top_k(self.client, self.config))
+                counters.record(reply.prompt_tokens, reply.cached)
                 self._priors[n] = label_scores(reply.top_logprobs, LABELS[:n])
-            except InvalidOutput as exc:
+            except (InvalidOutput, LLMReplyError) as exc:
                 counters.errors.append(f"calibration: {exc}; labels left uncalibrated")
                 self._priors[n] = np.zeros(n)
         return self._priors[n]

@@ -14,6 +14,11 @@ Extension points are `Registry` objects (`EMBEDDERS`, `INDEX_BACKENDS`, `GENERAT
 `LLM_BACKENDS`, `MODELS`); third parties register through their entry-point groups
 ("driftrec.embedders", "driftrec.index_backends", "driftrec.generators", "driftrec.forecasters",
 "driftrec.llm_backends", "driftrec.models").
+
+Inputs are checked at this edge: `RecommenderAgent.recommend`, `.chat` and `.history` refuse blank user
+or item ids, k outside 1..`MAX_K`, more than `MAX_EXPLAINED` explained items per call and chat messages
+over `MAX_CHAT_MESSAGE_CHARS` characters with a one-line `ConfigError`; an unknown user or item raises
+`UnknownUserError` / `UnknownItemError`. Every error driftrec raises on purpose is a `DriftrecError`.
 """
 
 from __future__ import annotations
@@ -62,17 +67,29 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     # harness
     "make_model": ("eval.models", "make_model"),
     "MODELS": ("eval.models", "MODELS"),
+    # limits
+    "MAX_K": ("agent.limits", "MAX_K"),
+    "MAX_EXPLAINED": ("agent.limits", "MAX_EXPLAINED"),
+    "MAX_CHAT_MESSAGE_CHARS": ("agent.limits", "MAX_CHAT_MESSAGE_CHARS"),
     # registry and errors
     "Registry": ("retrieval.registry", "Registry"),
     "DriftrecError": ("retrieval.errors", "DriftrecError"),
     "ConfigError": ("retrieval.errors", "ConfigError"),
+    "DataError": ("retrieval.errors", "DataError"),
+    "UnknownUserError": ("retrieval.errors", "UnknownUserError"),
+    "UnknownItemError": ("retrieval.errors", "UnknownItemError"),
+    "IndexStateError": ("retrieval.errors", "IndexStateError"),
+    "MissingDependencyError": ("retrieval.errors", "MissingDependencyError"),
+    "LLMError": ("retrieval.errors", "LLMError"),
 }
 
 __all__ = ["AgentConfig", "Candidate", "CandidateGenerator", "Catalog", "ChatReply", "ChatSession", "ConfigError",
-    "Dataset", "Diagnostics", "DriftrecError", "EMBEDDERS", "Embedder", "Event", "FORECASTERS", "Forecaster",
-    "GENERATORS", "HashingEmbedder", "INDEX_BACKENDS", "Item", "LLMReranker", "LLMSettings", "LLM_BACKENDS",
-    "MODELS", "Recommendation", "RecommenderAgent", "Registry", "RerankResult", "VectorIndex", "build_index",
-    "load_dataset", "make_client", "make_embedder", "make_forecaster", "make_generator", "make_model"]
+    "DataError", "Dataset", "Diagnostics", "DriftrecError", "EMBEDDERS", "Embedder", "Event", "FORECASTERS",
+    "Forecaster", "GENERATORS", "HashingEmbedder", "INDEX_BACKENDS", "IndexStateError", "Item", "LLMError",
+    "LLMReranker", "LLMSettings", "LLM_BACKENDS", "MAX_CHAT_MESSAGE_CHARS", "MAX_EXPLAINED", "MAX_K", "MODELS",
+    "MissingDependencyError", "Recommendation", "RecommenderAgent", "Registry", "RerankResult", "UnknownItemError",
+    "UnknownUserError", "VectorIndex", "build_index", "load_dataset", "make_client", "make_embedder",
+    "make_forecaster", "make_generator", "make_model"]
 
 
 def __getattr__(name: str) -> Any:
@@ -91,6 +108,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static checkers and IDEs see the real objects
     from agent.agent import AgentConfig, RecommenderAgent
+    from agent.limits import MAX_CHAT_MESSAGE_CHARS, MAX_EXPLAINED, MAX_K
     from agent.llm.backends import BACKENDS as LLM_BACKENDS
     from agent.llm.backends import make_client
     from agent.llm.settings import LLMSettings
@@ -101,7 +119,16 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real objects
     from retrieval.candidates.registry import GENERATORS, make_generator
     from retrieval.data.datasets import load_dataset
     from retrieval.data.model import Catalog, Dataset, Event, Item
-    from retrieval.errors import ConfigError, DriftrecError
+    from retrieval.errors import (
+        ConfigError,
+        DataError,
+        DriftrecError,
+        IndexStateError,
+        LLMError,
+        MissingDependencyError,
+        UnknownItemError,
+        UnknownUserError,
+    )
     from retrieval.evolution.forecast import FORECASTERS, Forecaster, make_forecaster
     from retrieval.registry import Registry
     from retrieval.vectors.build import build_index

@@ -74,13 +74,7 @@ from eval.protocols import ProtocolContext, ProtocolName, make_protocol, seen_ma
 from eval.resume import RankStore
 from eval.splits import Split, Stage, leave_one_out
 from retrieval.data.model import Dataset
-from retrieval.errors import ConfigError, DriftrecError
-
-
-class LeakageError(DriftrecError):
-    """Training data overlaps what a model is evaluated on."""
-
-    exit_code = 7
+from retrieval.errors import ConfigError, LeakageError
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ class SASRecModel(Recommender):
         seed: seeds weights, data order and negatives (the harness passes the run's seed).
         embedder: text embedder for item vectors ("sentence-transformers" or "hashing").
         progress: tqdm bar while training.
-        load: a directory written by `driftrec train` (same dataset and split): load it, do not train.
+        load: a directory written by `driftrec train`: load it, do not train. It must have been trained
+            on this run's training events (same dataset and split), else `LeakageError`.
         **config: SeqConfig fields (hidden, blocks, dropout, epochs, patience, use_text, use_time, loss, ...).
             Without an explicit `use_time`, time features are switched off for data whose timestamps
             are synthetic (LLMRank's Games files hold order only).
@@ -71,6 +72,7 @@ class SASRecModel(Recommender):
         self.loaded_report: dict[str, Any] = {}
         if self.load:
             self.model = SequentialModel.load(self.load, item_ids=train.item_ids, text_embedder=self.text_embedder)
+            self.model.check_trained_on(train.histories, f"model {self.load}")  # LeakageError on another split
             found = Path(self.load) / "train_report.json"
             self.loaded_report = json.loads(found.read_text()) if found.is_file() else {}
         return self
@@ -200,6 +202,9 @@ class HybridModel(SASRecModel):
             if cands:
                 scores[u, model.rows([c.item_id for c in cands])] = [c.score for c in cands]
         return scores
+
+    # Candidates (llmrank, rerank) are ranked by the fused scores, not by SASRecModel's sequential-only override.
+    score_candidates = Recommender.score_candidates
 
     def diagnostics(self) -> dict[str, float]:
         out = super().diagnostics()

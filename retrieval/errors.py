@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DriftrecError(Exception):
     """Root of every error driftrec raises on purpose."""
@@ -13,6 +15,14 @@ class DataError(DriftrecError):
     """Input data is malformed; the message names the file and line."""
 
     exit_code = 2
+
+
+class EmptyDatasetError(DataError):
+    """A load left no items or no events. `report` is the loader's `LoadReport` (every skipped row)."""
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class DatasetNotFoundError(DriftrecError):
@@ -51,7 +61,24 @@ class MissingDependencyError(DriftrecError):
     exit_code = 5
 
 
+class LeakageError(DriftrecError):
+    """Training data overlaps what a model is evaluated on (the evaluation would be optimistic)."""
+
+    exit_code = 7
+
+
 class LLMError(DriftrecError):
     """An LLM backend failed in a way the caller must see (the reranker never raises this)."""
 
     exit_code = 6
+
+
+class LLMReplyError(LLMError):
+    """An LLM backend answered, but its reply could not be read (not JSON, missing fields, wrong types).
+
+    Callers treat it as an invalid output: count it, re-ask, then fall back.
+    """
+
+
+class LLMTimeoutError(LLMError):
+    """An LLM call did not finish by its deadline (`LLMSettings.timeout_s` or the caller's budget)."""

@@ -16,7 +16,7 @@ from agent.types import INTENTS, ChatSession
 from retrieval.candidates.interest import InterestRetriever
 from retrieval.candidates.popularity import PopularityGenerator
 from retrieval.data.model import Dataset
-from retrieval.errors import ConfigError, UnknownUserError
+from retrieval.errors import ConfigError, UnknownItemError, UnknownUserError
 from retrieval.vectors.build import build_index
 from retrieval.vectors.embed import HashingEmbedder
 from tests.conftest import planted_shift_dataset
@@ -256,3 +256,88 @@ def test_a_second_copy_of_a_seen_title_is_not_recommended() -> None:
     agent = RecommenderAgent(ds, retriever, index, explainer=Explainer(ds.catalog))
     every = agent.recommend("u0", len(ds.catalog), explain=False)
     assert twin.id not in every.items and every.diagnostics.dropped_seen_titles == 1
+
+
+# ---------------------------------------------------------------------- caps, validation, linear routing
+
+
+def _best_time(message: str, repeats: int = 5) -> float:
+    import time
+
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        keyword_route(message)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@pytest.mark.parametrize(("head", "unit", "intent"), [
+    ("", "why ", "why"),                       # "why" never followed by "suggest"
+    ("", "what have i ", "help"),              # "what have I" never followed by "into"/"watch"
+    ("", "more ", "recommend"),                # "more" never followed by "like"
+    ("", "I liked the film and want more of that kind of thing ", "recommend"),
+    ("more like heat", " ", "more_like"),      # a title with one long whitespace run inside
+    ("more like heat", "!", "more_like"),      # ... or one long punctuation run
+])
+def test_keyword_routing_is_linear_in_message_length(head: str, unit: str, intent: str) -> None:
+    """Ten times the text must cost about ten times the time (the quadratic router measured 70-120×)."""
+    short, long = (head + (unit * (n // len(unit) + 1))[:n] + "x" for n in (4_000, 40_000))
+    assert keyword_route(long).intent == intent
+    ratio = _best_time(long) / _best_time(short)
+    assert ratio < 30, f"routing 40 KB took {ratio:.0f}× routing 4 KB: not linear"
+
+
+def test_title_cleaning_keeps_its_rules() -> None:
+    from agent.intent import MAX_TITLE_CHARS, clean_title
+
+    assert clean_title('  "Heat" please  ') == "Heat"
+    assert clean_title("toy story, thank you!!") == "toy story"
+    assert clean_title("toy story pleased") == "toy story pleased"  # not the polite word
+    assert clean_title("«Heat»?") == "Heat"
+    assert clean_title("heat" + " " * 10_000 + "please!") == "heat"
+    assert len(clean_title("x" * 10_000)) == MAX_TITLE_CHARS
+
+
+@pytest.mark.parametrize(("call", "error", "match"), [
+    (lambda a: a.recommend("", 3), ConfigError, "user id is empty"),
+    (lambda a: a.recommend("   ", 3), ConfigError, "user id is empty"),
+    (lambda a: a.recommend(7, 3), ConfigError, "user id must be a string"),
+    (lambda a: a.history(""), ConfigError, "user id is empty"),
+    (lambda a: a.chat("", "hi"), ConfigError, "user id is empty"),
+    (lambda a: a.recommend("u0", 0), ConfigError, "k must be between 1 and 1,000, got 0"),
+    (lambda a: a.recommend("u0", -5), ConfigError, "k must be between 1 and 1,000"),
+    (lambda a: a.recommend("u0", 100_000, explain=False), ConfigError, "k must be between 1 and 1,000"),
+    (lambda a: a.recommend("u0", 2.5), ConfigError, "k must be a whole number"),
+    (lambda a: a.recommend("u0", True), ConfigError, "k must be a whole number"),
+    (lambda a: a.recommend("u0", 21), ConfigError, "explanations are limited to 20 items"),
+    (lambda a: a.recommend("u0", 3, exclude="space-1"), ConfigError, "not the single string"),
+    (lambda a: a.recommend("u0", 3, exclude=[""]), ConfigError, "item id in exclude is empty"),
+    (lambda a: a.recommend("u0", 3, exclude=["no-such-item"]), UnknownItemError, "no-such-item"),
+    (lambda a: a.chat("u0", ""), ConfigError, "message is empty"),
+    (lambda a: a.chat("u0", " \n\t "), ConfigError, "message is empty"),
+    (lambda a: a.chat("u0", None), ConfigError, "must be a string"),
+    (lambda a: a.chat("u0", "why " * 1001), ConfigError, "4,004 characters; the limit is 4,000"),
+])
+def test_api_edges_refuse_bad_input_with_one_line_errors(world, call, error, match) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(error, match=match) as caught:
+        call(make_agent(world))
+    assert "\n" not in str(caught.value)
+
+
+def test_caps_allow_their_limits(world) -> None:  # type: ignore[no-untyped-def]
+    from agent.limits import MAX_CHAT_MESSAGE_CHARS, MAX_EXPLAINED, MAX_K
+
+    agent = make_agent(world)
+    rec = agent.recommend("u0", MAX_EXPLAINED)
+    assert len(rec.explanations) == MAX_EXPLAINED
+    every = agent.recommend("u0", MAX_K, explain=False)  # more than the catalogue: a flagged short list
+    assert 0 < len(every.items) < MAX_K and every.diagnostics.short_list is True
+    message = ("recommend me something " * 200)[:MAX_CHAT_MESSAGE_CHARS]
+    session = ChatSession(user="u0")
+    assert agent.chat("u0", message, session).intent == "recommend"
+    assert session.turns[0] == ("user", message)  # kept whole, never truncated
+    with pytest.raises(ConfigError, match="chat_k must be between 1 and 20"):
+        AgentConfig(chat_k=MAX_EXPLAINED + 1)
+    with pytest.raises(ConfigError, match="candidates must be between 1 and 1,000"):
+        AgentConfig(candidates=MAX_K + 1)

@@ -384,3 +384,16 @@ def test_compare_runs_cli_reports_a_bad_directory_in_one_line(tmp_path: Path,
         compare_main([str(tmp_path / "nope")])
     assert stop.value.code == 2
     assert capsys.readouterr().err.strip().endswith("is not a driftrec eval output directory (no results.json)")
+
+
+def test_leakage_guard_branches_each_raise() -> None:
+    """Both refusals of `check_no_leakage`: training not a prefix of the input; training later than the target."""
+    from eval.splits import Stage
+
+    early, late, target = _ev("u", "i1", 1), _ev("u", "i5", 5), _ev("u", "i2", 2)
+    check_no_leakage({"u": (early,)}, Stage("test", ("u",), ((early, late),), (_ev("u", "i6", 6),)))
+    with pytest.raises(LeakageError, match="not a prefix"):
+        check_no_leakage({"u": (late,)}, Stage("test", ("u",), ((early,),), (target,)))
+    # An input out of time order can hold the training events as a prefix and still end before the target.
+    with pytest.raises(LeakageError, match="later than the test target"):
+        check_no_leakage({"u": (late,)}, Stage("test", ("u",), ((late, early),), (target,)))

@@ -171,8 +171,16 @@ def test_smoothing_closed_form_and_baselines() -> None:
     assert ExpSmoothingForecaster(0.5).forecast(ws)[0] == pytest.approx({"A": 0.75, "B": 0.25})
     assert LastWindowForecaster().forecast(ws)[0] == {"A": 1.0}
     assert HistoryMeanForecaster().forecast(ws)[0] == pytest.approx({"A": 0.4, "B": 0.6})  # event-weighted
-    tuned = TunedSmoothingForecaster().fit([ws, ws])
-    assert tuned.alpha in tuned.alphas and tuned.beta in tuned.betas
+    # Interests that persist once changed: the newest window is the best evidence, so tuning must pick α = 1
+    # (β > 0 may still be chosen: the population prior softens the one switch it cannot foresee).
+    persistent = [Window(i, MONDAY, MONDAY, ("x",) * 2, {"A": 1.0} if i == 0 else {"B": 1.0}, None) for i in range(6)]
+    tuned = TunedSmoothingForecaster().fit([persistent, persistent])
+    assert tuned.alpha == 1.0
+    # Interests that alternate every window: the last window is always wrong, the long average is best.
+    alternating = [Window(i, MONDAY, MONDAY, ("x",) * 2, {"AB"[i % 2]: 1.0}, None) for i in range(8)]
+    tuned = TunedSmoothingForecaster().fit([alternating, alternating])
+    assert tuned.alpha <= 0.3 or tuned.beta >= 0.3, (tuned.alpha, tuned.beta)
+    assert _mean_js(tuned, [alternating]) < _mean_js(LastWindowForecaster(), [alternating])
     with pytest.raises(ConfigError):
         ExpSmoothingForecaster(0.0)
     with pytest.raises(ConfigError):

@@ -93,3 +93,51 @@ def test_threads_sharing_one_embedded_model_get_the_serial_answers() -> None:
     for t in threads:
         t.join(timeout=120)
     assert [results.get(i) for i in range(8)] == serial
+
+
+@pytest.mark.slow
+def test_eight_threads_recommending_through_one_embedded_agent_match_serial(ml100k_path: Path) -> None:
+    """One agent (embedded LLM reranker) shared by 8 threads returns exactly the serial recommendations."""
+    from agent.agent import AgentConfig, RecommenderAgent
+    from agent.llm import LLMClient
+    from agent.rerank import LLMReranker
+    from retrieval.candidates.popularity import PopularityGenerator
+    from retrieval.data.loaders import load_movielens_100k
+
+    dataset = load_movielens_100k(ml100k_path)
+    model = llamacpp.EmbeddedChatModel(model_path=str(resolve_model_path("smollm2-135m")), n_threads=2)
+    client = LLMClient(model)
+    agent = RecommenderAgent(dataset, PopularityGenerator(dataset.histories), client=client,
+                             reranker=LLMReranker(client, dataset.catalog), config=AgentConfig(candidates=10))
+    users = [str(u) for u in (1, 7, 42, 99, 196, 305, 450, 600)]
+    serial = [agent.recommend(u, k=5, explain=False) for u in users]
+    assert all(r.diagnostics.rerank is not None and not r.diagnostics.rerank.fallback for r in serial)
+    results: dict[int, tuple[str, ...]] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, agent.recommend(users[i], k=5,
+                                                                                          explain=False).items),
+                                daemon=True) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert [results.get(i) for i in range(8)] == [r.items for r in serial]
+
+
+@pytest.mark.slow
+def test_embedded_generation_stops_at_the_deadline() -> None:
+    """A long generation under a short budget ends by the deadline with LLMTimeoutError."""
+    import time
+
+    from langchain_core.messages import HumanMessage
+
+    from agent.llm import LLMClient
+    from agent.llm.deadline import budget
+    from retrieval.errors import LLMTimeoutError
+
+    model = llamacpp.EmbeddedChatModel(model_path=str(resolve_model_path("smollm2-135m")), n_threads=2)
+    client = LLMClient(model)
+    client.chat([HumanMessage("hi")], max_tokens=1)  # load the model outside the timed part
+    start = time.perf_counter()
+    with budget(0.5), pytest.raises(LLMTimeoutError):
+        client.chat([HumanMessage("Write a very long story about a film festival.")], max_tokens=4000)
+    assert time.perf_counter() - start < 1.5

@@ -55,8 +55,10 @@ def test_header_must_match_body_and_unknown_prompt_lists_valid_names() -> None:
 
 
 def test_rendered_values_are_not_expanded_again() -> None:
-    out = render("rerank", history="{{candidates}}", candidates="C", first_label="A", last_label="B")
-    assert "{{candidates}}" in out and out.count("C") >= 1
+    out = render("rerank", history="{{candidates}}", candidates="<<CANDIDATE-BLOCK>>", first_label="A",
+                 last_label="B")
+    assert out.count("{{candidates}}") == 1  # the history value, kept literally
+    assert out.count("<<CANDIDATE-BLOCK>>") == 1  # substituted once: the history value was not expanded
 
 
 @pytest.mark.parametrize("attack", INJECTIONS)

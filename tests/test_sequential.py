@@ -251,3 +251,29 @@ def test_sampled_softmax_learns_the_planted_pattern() -> None:
     model, _ = fit_sequential(ds.catalog.ids, train, cfg, valid=valid, progress=False)
     ndcg, _ = ranking_metrics(model, [model.arrays(x) for x in test_in], model.rows(test_t))
     assert ndcg > 0.5, ndcg  # random ≈ 0.1
+
+
+def test_a_saved_model_is_refused_on_a_split_it_was_not_trained_on(trained: tuple[SequentialModel, Dataset],
+                                                                   tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`sasrec.load=` on another split (or a model that does not record its training data) is LeakageError."""
+    from eval.models import TrainData
+    from eval.models_sequential import SASRecModel
+    from eval.splits import leave_one_out, temporal_split
+    from retrieval.errors import LeakageError
+
+    model, ds = trained
+    assert model.trained_on is not None and model.trained_on["events"] == 60 * 10
+    model.save(tmp_path / "m")
+
+    def fit(train: dict[str, tuple[Event, ...]]) -> SASRecModel:
+        return SASRecModel(load=str(tmp_path / "m"), use_text=False).fit(TrainData(ds.catalog, train, ds.catalog.ids))
+
+    fit(dict(leave_one_out(ds).train))  # the split it was trained on: accepted
+    later = temporal_split(ds, START + timedelta(hours=9))  # training = 9 events per user, not 10
+    with pytest.raises(LeakageError, match="trained on other events"):
+        fit(dict(later.train))
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    del manifest["trained_on"]
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(LeakageError, match="does not record"):
+        fit(dict(leave_one_out(ds).train))

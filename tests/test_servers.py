@@ -29,7 +29,7 @@ from agent.llm import LLMClient, LLMSettings, make_client
 from agent.llm.packaged import resolve_model_path
 from agent.llm.servers import ServerProcess, free_port, llamacpp_server, tail, vllm_python, vllm_server
 from agent.rerank import LLMReranker, RerankConfig
-from agent.types import INTENTS, ChatReply, ChatSession
+from agent.types import ChatSession
 from retrieval.candidates.base import Candidate
 from retrieval.candidates.interest import InterestRetriever
 from retrieval.candidates.popularity import PopularityGenerator
@@ -245,40 +245,45 @@ def test_explanation_is_grounded_and_comes_from_the_server(served: Served, world
 
 @pytest.mark.slow
 def test_chat_recommends_and_refuses_unknown_titles(served: Served, world: World) -> None:
+    """The chat's recommend and unknown-title paths through the server, each intent forced by keyword routing."""
     reranker = LLMReranker(served.client, world.ds.catalog, RerankConfig())
     explainer = Explainer(world.ds.catalog, served.client, world.index, ExplainConfig(max_tokens=60))
     agent = RecommenderAgent(world.ds, world.gen, world.index, client=served.client, reranker=reranker,
-                             explainer=explainer, config=AgentConfig(chat_k=2, candidates=20))
+                             explainer=explainer, config=AgentConfig(chat_k=2, candidates=20, routing="keywords"))
     session = ChatSession(user=USER)
     seen = {e.item for e in world.ds.history(USER)}
-    replies: list[ChatReply] = []
     with server_log_on_failure(served):
-        for message in ("recommend me something", f"more like {FAKE_TITLE}"):
-            start = time.perf_counter()
-            reply = agent.chat(USER, message, session)
-            print(f"timing: {served.kind} chat {message!r}: {time.perf_counter() - start:.2f} s, "
-                  f"intent {reply.intent}, diagnostics {reply.diagnostics}")
-            replies.append(reply)
-    for reply in replies:
-        assert isinstance(reply, ChatReply) and reply.intent in INTENTS and reply.text.strip()
-        assert reply.diagnostics.route in ("tools", "llm", "keywords")
-        if reply.diagnostics.route_fallback:
-            assert reply.diagnostics.route_error  # a failed LLM route says why
-        if reply.recommendations is not None:
-            rec = reply.recommendations
-            assert rec.items and not set(rec.items) & seen and all(i in world.ds.catalog for i in rec.items)
-            assert [e.item_id for e in rec.explanations] == list(rec.items)
-            assert all(e.text.ungrounded_final == 0 for e in rec.explanations)
-    first, second = replies
-    # Keyword routing (the fallback when the model's tool call or JSON was unusable) is deterministic.
-    for reply, intent in ((first, "recommend"), (second, "more_like")):
-        if reply.diagnostics.route == "keywords":
-            assert reply.intent == intent
-    if first.intent == "recommend":
-        assert first.recommendations is not None and len(first.recommendations.items) == 2
-        assert first.recommendations.diagnostics.rerank_method == "logprobs"
-        assert first.recommendations.diagnostics.rerank_fallback is False
-    if second.intent == "more_like":  # an unknown title is said to be unknown, never matched to a guess
-        assert second.recommendations is None and second.diagnostics.unknown_title is True
-    assert FAKE_TITLE not in " ".join(second.recommendations.titles if second.recommendations else ())
-    assert session.turns and len(session.turns) == 4
+        start = time.perf_counter()
+        first = agent.chat(USER, "recommend me something", session)
+        second = agent.chat(USER, f"more like {FAKE_TITLE}", session)
+        print(f"timing: {served.kind} two chat turns: {time.perf_counter() - start:.2f} s")
+    assert (first.intent, first.diagnostics.route) == ("recommend", "keywords")
+    rec = first.recommendations
+    assert rec is not None and len(rec.items) == 2 and not set(rec.items) & seen
+    # The ranking and the texts came from the server: logprob rerank without fallback, every
+    # explanation call answered (a rejected answer may only be a grounding failure).
+    assert rec.diagnostics.rerank_method == "logprobs" and rec.diagnostics.rerank_fallback is False
+    assert [e.item_id for e in rec.explanations] == list(rec.items)
+    for exp in rec.explanations:
+        assert exp.text.attempts >= 1 and exp.text.ungrounded_final == 0
+        assert not [e for e in exp.text.errors if e.startswith("backend")], exp.text.errors
+    # An unknown title is said to be unknown, never matched to a guess.
+    assert (second.intent, second.recommendations) == ("more_like", None)
+    assert second.diagnostics.unknown_title is True and FAKE_TITLE in second.text
+    assert len(session.turns) == 4
+
+
+@pytest.mark.slow
+def test_llm_routing_reaches_the_server_and_is_validated(served: Served) -> None:
+    """LLM routing itself. Under a JSON schema (vLLM) the model's answer decides the route. With
+    json_object only (llama.cpp's server), SmolLM2-135M's JSON names no valid intent, and the fallback
+    must say exactly that, not hide a failed call."""
+    from agent.intent import route
+
+    with server_log_on_failure(served):
+        routed = route(served.client, "recommend me something", "llm")
+    if served.client.capabilities.json_schema:
+        assert (routed.method, routed.fallback) == ("llm", False), routed.error
+    else:
+        assert (routed.method, routed.fallback) == ("keywords", True)
+        assert routed.error is not None and routed.error.startswith("invalid intent reply"), routed.error

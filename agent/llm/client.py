@@ -4,26 +4,41 @@ Any LangChain `BaseChatModel` can be wrapped (the registered backends live in `a
 its capabilities are read from its `supports_*` attributes when present, else assumed absent.
 
 `LLMClient.chat` returns a typed `ChatReply` (text, next-token logprobs, tool calls, prompt tokens,
-latency, cache hit) or raises `LLMError` (timeout, server down, bad reply).
+latency, cache hit) or raises `LLMError`: `LLMTimeoutError` when the call's deadline passed,
+`LLMReplyError` when the backend answered something that cannot be read, plain `LLMError` otherwise
+(server down, HTTP error). Each call ends by its deadline: `timeout_s` from its start, or the caller's
+tighter budget (`agent.llm.deadline`), connect, read and retries included.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from retrieval.errors import LLMError
+from agent.llm.deadline import budget, remaining
+from retrieval.errors import LLMError, LLMReplyError, LLMTimeoutError
+
+log = logging.getLogger(__name__)
 
 # Characters per token assumed when no tokenizer is available: 3 over-counts English BPE text
 # (~4 chars/token), so budgets computed with it are conservative.
 CHARS_PER_TOKEN = 3
+# Attempts per call when the server says "later" (HTTP 429 or 5xx), all within the call's deadline.
+MAX_ATTEMPTS = 3
+# HTTP statuses worth one more attempt: rate limited, server busy or restarting.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# What reading a malformed reply raises (missing keys, None where a list was, wrong types, bad JSON,
+# pydantic validation). Anything else from a backend (RuntimeError, AssertionError...) is a bug and
+# propagates.
+REPLY_ERRORS: tuple[type[Exception], ...] = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 
 @dataclass(frozen=True)
@@ -111,20 +126,30 @@ def parse_top_logprobs(message: AIMessage) -> dict[str, float]:
     """First-position top logprobs from an OpenAI-format `response_metadata["logprobs"]`.
 
     Token texts are kept as returned (" A" and "A" are distinct); callers normalise.
+    Entries of the wrong shape or type are skipped (a server's bug must not become ours); an empty
+    result means "no usable logprobs" and the caller decides.
     """
     meta = message.response_metadata.get("logprobs") or {}
     content = meta.get("content") if isinstance(meta, Mapping) else None
-    if not content:
+    if not isinstance(content, list) or not content or not isinstance(content[0], Mapping):
         return {}
     first = content[0]
     out: dict[str, float] = {}
-    for entry in first.get("top_logprobs") or []:
+    entries = first.get("top_logprobs")
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, Mapping):
+            continue
         token, lp = entry.get("token"), entry.get("logprob")
-        if isinstance(token, str) and isinstance(lp, int | float):
+        if isinstance(token, str) and _is_logprob(lp):
             out[token] = max(float(lp), out.get(token, -math.inf))
-    if not out and isinstance(first.get("token"), str):
-        out[first["token"]] = float(first.get("logprob", 0.0))
+    if not out and isinstance(first.get("token"), str) and _is_logprob(first.get("logprob")):
+        out[first["token"]] = float(first["logprob"])
     return out
+
+
+def _is_logprob(value: object) -> TypeGuard[float]:
+    """A finite number ≤ 0 (not a bool): what a log-probability can be."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value <= 0 and math.isfinite(value)
 
 
 def to_messages(system: str | None, user: str) -> list[BaseMessage]:
@@ -157,18 +182,24 @@ def transient_errors() -> tuple[type[BaseException], ...]:
 class LLMClient:
     """A chat model plus its capabilities and an optional response cache. The one call path.
 
+    Thread-safe when its model is (the embedded and server backends are; the cache is).
+
     Args:
         model: any LangChain chat model.
         cache: optional `agent.llm.cache.ResponseCache`; replies are keyed by (model, messages, params).
         max_logprobs: most alternatives a backend returns per position (OpenAI-compatible servers: 20).
+        timeout_s: deadline of one call, retries included (`LLMSettings.timeout_s`); a caller's
+            tighter budget (`agent.llm.deadline.budget`) wins.
     """
 
-    def __init__(self, model: BaseChatModel, cache: Any = None, max_logprobs: int | None = None) -> None:
+    def __init__(self, model: BaseChatModel, cache: Any = None, max_logprobs: int | None = None,
+                 timeout_s: float = 60.0) -> None:
         self.model = model
         self.capabilities = capabilities(model)
         self.cache = cache
         self.model_id = model_id(model)
         self.max_logprobs = max_logprobs or int(getattr(model, "max_top_logprobs", 20))
+        self.timeout_s = timeout_s
         self._errors = transient_errors()
 
     def __repr__(self) -> str:
@@ -181,7 +212,7 @@ class LLMClient:
     def chat(self, messages: Sequence[BaseMessage], *, max_tokens: int = 256, top_logprobs: int = 0,
              json_schema: Mapping[str, Any] | None = None, json_mode: bool = False,
              tools: Sequence[Mapping[str, Any]] | None = None, tool_choice: str = "auto") -> ChatReply:
-        """Send messages; return the typed reply.
+        """Send messages; return the typed reply, by the call's deadline.
 
         Args:
             messages: the conversation.
@@ -196,7 +227,9 @@ class LLMClient:
             tool_choice: with `tools`: "auto", "required", "none" or a tool name.
 
         Raises:
-            LLMError: the backend timed out, is unreachable or failed.
+            LLMTimeoutError: the deadline passed (before or during the call).
+            LLMReplyError: the backend's reply could not be read.
+            LLMError: the backend is unreachable or failed.
         """
         kwargs = self._call_kwargs(max_tokens, top_logprobs, json_schema, json_mode, tools, tool_choice)
         key = None
@@ -208,27 +241,58 @@ class LLMClient:
                                  prompt_tokens=hit["prompt_tokens"], latency_s=hit["latency_s"], cached=True,
                                  tool_calls=tuple(ToolCall(c["name"], c["args"]) for c in hit.get("tool_calls", [])))
         start = time.perf_counter()
-        try:
-            message = self.model.invoke(list(messages), **kwargs)
-        except self._errors as exc:
-            raise LLMError(f"{self.model_id}: {type(exc).__name__}: {exc}") from exc
-        latency = time.perf_counter() - start
-        if not isinstance(message, AIMessage):
-            raise LLMError(f"{self.model_id}: expected an AIMessage, got {type(message).__name__}")
-        text = message.content if isinstance(message.content, str) else json.dumps(message.content)
-        reported = message.usage_metadata["input_tokens"] if message.usage_metadata else 0
-        prompt_tokens = int(reported or 0) or sum(
-            self.count_tokens(str(m.content)) for m in messages)
-        calls = tuple(ToolCall(str(c["name"]), dict(c["args"] or {})) for c in message.tool_calls)
-        reply = ChatReply(text=text, top_logprobs=parse_top_logprobs(message) if top_logprobs else {},
-                          prompt_tokens=prompt_tokens, latency_s=latency, message=message, tool_calls=calls)
+        with budget(self.timeout_s):
+            message = self._invoke(messages, kwargs)
+            latency = time.perf_counter() - start
+            try:
+                reply = self._reply(message, messages, latency, top_logprobs > 0)
+            except REPLY_ERRORS as exc:  # a malformed reply: the caller re-asks or falls back
+                raise LLMReplyError(f"{self.model_id}: unreadable reply: {type(exc).__name__}: {exc}") from exc
         if self.cache is not None and key is not None:
             value: dict[str, Any] = {"text": reply.text, "top_logprobs": reply.top_logprobs,
                                      "prompt_tokens": reply.prompt_tokens, "latency_s": reply.latency_s}
-            if calls:  # only then: entries without tool calls keep the layout of earlier runs
-                value["tool_calls"] = [{"name": c.name, "args": c.args} for c in calls]
+            if reply.tool_calls:  # only then: entries without tool calls keep the layout of earlier runs
+                value["tool_calls"] = [{"name": c.name, "args": c.args} for c in reply.tool_calls]
             self.cache.put(key, value)
         return reply
+
+    def _invoke(self, messages: Sequence[BaseMessage], kwargs: dict[str, Any]) -> Any:
+        """`model.invoke`, retried on HTTP 429/5xx while the deadline allows; errors become LLMError."""
+        for attempt in range(MAX_ATTEMPTS):
+            left = remaining()
+            if left is not None and left <= 0:
+                raise LLMTimeoutError(f"{self.model_id}: no time left for the call (deadline passed)")
+            try:
+                return self.model.invoke(list(messages), **kwargs)
+            except LLMError:
+                raise
+            except self._errors as exc:
+                if type(exc).__name__ == "APIResponseValidationError":  # openai: a 2xx body of the wrong shape
+                    raise LLMReplyError(f"{self.model_id}: unreadable reply: {str(exc)[:300]}") from exc
+                if _is_timeout(exc):
+                    raise LLMTimeoutError(f"{self.model_id}: timed out: {type(exc).__name__}: {exc}") from exc
+                delay = _retry_delay(exc, attempt)
+                left = remaining()
+                if delay is None or attempt + 1 == MAX_ATTEMPTS or (left is not None and delay >= left):
+                    raise LLMError(f"{self.model_id}: {type(exc).__name__}: {str(exc)[:300]}") from exc
+                log.info("%s: %s; retrying in %.1f s", self.model_id, type(exc).__name__, delay)
+                time.sleep(delay)
+            except REPLY_ERRORS as exc:  # the server answered but the backend could not parse it
+                log.debug("unreadable reply from %s", self.model_id, exc_info=True)
+                raise LLMReplyError(f"{self.model_id}: unreadable reply: {type(exc).__name__}: "
+                                    f"{str(exc)[:300]}") from exc
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _reply(self, message: Any, messages: Sequence[BaseMessage], latency: float,
+               want_logprobs: bool) -> ChatReply:
+        if not isinstance(message, AIMessage):
+            raise TypeError(f"expected an AIMessage, got {type(message).__name__}")
+        text = message.content if isinstance(message.content, str) else json.dumps(message.content)
+        reported = message.usage_metadata["input_tokens"] if message.usage_metadata else 0
+        prompt_tokens = int(reported or 0) or sum(self.count_tokens(str(m.content)) for m in messages)
+        calls = tuple(ToolCall(str(c["name"]), dict(c["args"] or {})) for c in message.tool_calls)
+        return ChatReply(text=text, top_logprobs=parse_top_logprobs(message) if want_logprobs else {},
+                         prompt_tokens=prompt_tokens, latency_s=latency, message=message, tool_calls=calls)
 
     def _call_kwargs(self, max_tokens: int, top_logprobs: int, json_schema: Mapping[str, Any] | None,
                      json_mode: bool, tools: Sequence[Mapping[str, Any]] | None = None,
@@ -247,6 +311,25 @@ class LLMClient:
         if tools is not None:
             kwargs.update(tools=[dict(t) for t in tools], tool_choice=tool_choice)
         return kwargs
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """A timeout of any layer (builtin, httpx, openai): the deadline is spent, a retry cannot help."""
+    return isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__
+
+
+def _retry_delay(exc: BaseException, attempt: int) -> float | None:
+    """Seconds to wait before retrying after an HTTP 429/5xx (its Retry-After, else backoff); None: do not retry."""
+    status = getattr(exc, "status_code", None)
+    if status not in RETRY_STATUSES:
+        return None
+    response = getattr(exc, "response", None)
+    header = response.headers.get("retry-after") if response is not None else None
+    try:
+        after = float(header) if header is not None else None
+    except ValueError:  # an HTTP date: not worth parsing, back off instead
+        after = None
+    return max(0.0, after) if after is not None and math.isfinite(after) else 0.5 * 2 ** attempt
 
 
 def _message_dict(message: BaseMessage) -> dict[str, str]:

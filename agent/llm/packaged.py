@@ -159,9 +159,21 @@ def resolve_model_path(name_or_path: str | None, cache_dir: Path | None = None) 
         return locate(name_or_path, cache_dir)
     path = Path(name_or_path).expanduser()
     if path.is_file():
-        return path
+        return check_gguf(path)
     raise ConfigError(f"model {name_or_path!r} is neither a packaged model ({', '.join(sorted(PACKAGED))}) "
                       "nor an existing GGUF file")
+
+
+def check_gguf(path: Path) -> Path:
+    """`path` when it starts with the GGUF magic bytes; else ConfigError (so llama.cpp never sees it)."""
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise ConfigError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
+    if magic != b"GGUF":
+        raise ConfigError(f"{path} is not a GGUF model file (it does not start with the GGUF header)")
+    return path
 
 
 @contextlib.contextmanager

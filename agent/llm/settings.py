@@ -21,7 +21,8 @@ class LLMSettings(BaseModel):
         api_key: sent to OpenAI-compatible servers (local servers ignore it).
         temperature: sampling temperature; 0 = greedy (reproducible).
         max_tokens: default generation cap.
-        timeout_s: per-request timeout for server backends.
+        timeout_s: deadline of one LLM call in seconds, connect, read and retries included (all backends;
+            a server that never answers or trickles bytes is cut off by it).
         n_ctx: embedded context window in tokens.
         n_threads: embedded CPU threads (None = llama.cpp's default).
         seed: sampling seed.

@@ -7,7 +7,8 @@ import json
 import sys
 from typing import Any
 
-from driftrec.cli.options import build_agent, dataset_options, llm_options, load_data, open_index
+from agent.limits import MAX_CHAT_MESSAGE_CHARS, MAX_EXPLAINED, check_count, check_message, check_user_id
+from driftrec.cli.options import build_agent, dataset_options, llm_options, load_data, open_index, saved_index_options
 from retrieval.errors import ConfigError
 
 
@@ -16,9 +17,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p = subparsers.add_parser("chat", help="chat with the recommender agent about one user")
     dataset_options(p)
     p.add_argument("--user", required=True, help="user id as in the data")
-    p.add_argument("--message", default=None, help="one message, answered once (default: interactive)")
-    p.add_argument("-k", type=int, default=5, help="items per reply (default 5)")
-    p.add_argument("--index", default=None, help="saved index directory (default: build in memory)")
+    p.add_argument("--message", default=None,
+                   help=f"one message of at most {MAX_CHAT_MESSAGE_CHARS:,} characters, answered once "
+                        "(default: interactive)")
+    p.add_argument("-k", type=int, default=5, help=f"items per reply, 1 to {MAX_EXPLAINED} (default 5)")
+    saved_index_options(p)
     p.add_argument("--json", action="store_true", help="print each reply as JSON")
     llm_options(p)
     p.set_defaults(handler=run)
@@ -35,8 +38,10 @@ def run(args: argparse.Namespace) -> int:
     """Handler of `driftrec chat`."""
     from agent.types import ChatSession
 
-    if args.k < 1:
-        raise ConfigError("-k must be at least 1")
+    check_count(args.k, "-k", MAX_EXPLAINED)
+    check_user_id(args.user)
+    if args.message is not None:
+        check_message(args.message)
     dataset = load_data(args)
     dataset.history(args.user)  # unknown user: fail before loading models
     agent = build_agent(args, dataset, open_index(args, dataset))
@@ -53,5 +58,10 @@ def run(args: argparse.Namespace) -> int:
             break
         if not message.strip():
             break
+        try:
+            check_message(message)
+        except ConfigError as exc:  # one bad line does not end the conversation
+            print(f"driftrec: {exc}", file=sys.stderr)
+            continue
         _show(agent.chat(args.user, message, session), args.json)
     return 0

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agent.limits import MAX_K, check_count
+from driftrec.cli.options import check_out_path
 from retrieval.errors import ConfigError
 from retrieval.vectors.embed import EMBEDDERS
 
@@ -31,7 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--users", type=int, default=None, help="evaluate a seeded sample of N users (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of sampling, ties, bootstrap, random model")
     p.add_argument("--retriever", default="interest", help="rerank protocol: model whose top-K are the candidates")
-    p.add_argument("-k", type=int, default=20, help="rerank protocol: candidates per user (default 20)")
+    p.add_argument("-k", type=int, default=20,
+                   help=f"rerank protocol: candidates per user, 1 to {MAX_K:,} (default 20)")
     p.add_argument("--ties", choices=("pessimistic", "random"), default="pessimistic",
                    help="tie policy of ranks (pessimistic: the target ranks below every equal score)")
     p.add_argument("--embedder", default="sentence-transformers", choices=EMBEDDERS.names(),
@@ -74,6 +77,16 @@ def _date(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def check_numbers(args: argparse.Namespace) -> None:
+    """ConfigError unless -k, --users, --n-boot and --batch-size are ≥ 1 (k ≤ MAX_K) and --seed ≥ 0."""
+    check_count(args.k, "-k")
+    if args.users is not None:
+        check_count(args.users, "--users", None)
+    check_count(args.n_boot, "--n-boot", None)
+    check_count(args.batch_size, "--batch-size", None)
+    check_count(args.seed, "--seed", None, low=0)
+
+
 def run(args: argparse.Namespace) -> int:
     """Handler of `driftrec eval`; returns the exit code."""
     from eval.harness import EvalConfig, evaluate
@@ -85,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models:
         raise ConfigError("--models is empty")
-    if args.k < 1 or (args.users is not None and args.users < 1):
-        raise ConfigError("-k and --users must be ≥ 1")
+    check_numbers(args)
+    check_out_path(args.out, "--out")
     dataset = load_dataset(args.dataset, on_error=args.on_error)
     if dataset.report.skipped:
         print(f"driftrec: {dataset.report.summary()}", file=sys.stderr)

@@ -9,25 +9,33 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retrieval.candidates.registry import GENERATORS
+from retrieval.errors import ConfigError
 from retrieval.vectors.embed import EMBEDDERS
 from retrieval.vectors.index import BACKENDS
 
 if TYPE_CHECKING:
     from retrieval.candidates.base import CandidateGenerator
-    from retrieval.data.model import Dataset
+    from retrieval.data.model import Dataset, LoadReport
     from retrieval.vectors.index import VectorIndex
+
+# Skipped rows listed on stderr; --skipped-rows FILE has every one.
+SHOWN_SKIPPED = 20
 
 
 def data_options(p: argparse.ArgumentParser) -> None:
-    """--data and --on-error: which dataset, and what to do with bad rows."""
+    """--data, --on-error and --skipped-rows: which dataset, and what to do with bad rows."""
     p.add_argument("--data", default="ml-100k", metavar="NAME_OR_PATH",
                    help="dataset: 'ml-100k' (../shared/data/ml-100k, the cache, or a verified GroupLens "
                         "download), 'games' (LLMRank Games files), or a directory of supported files")
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="bad input rows: stop with file:line (raise) or skip and report them (skip)")
+    p.add_argument("--skipped-rows", type=Path, default=None, metavar="FILE",
+                   help="write every skipped row to FILE as TSV (file, line, kind, reason); stderr shows "
+                        f"at most {SHOWN_SKIPPED}")
 
 
 def index_options(p: argparse.ArgumentParser) -> None:
@@ -89,35 +97,113 @@ def llm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llm-cpu-format", default=None, choices=tuple(CPU_FORMATS),
                    help="embedded: convert the GGUF once to this type for faster CPU inference (default: "
                         f"{DEFAULT_CPU_FORMAT} for packaged models, original for a GGUF path)")
+    p.add_argument("--llm-timeout", type=_positive_seconds, default=60.0, metavar="SECONDS",
+                   help="deadline of one LLM call, connect, read and retries included (default 60)")
+    p.add_argument("--llm-budget", type=_positive_seconds, default=120.0, metavar="SECONDS",
+                   help="LLM time one recommendation may spend; after it, retrieval order and template "
+                        "texts, flagged (default 120)")
     p.add_argument("--no-rerank", action="store_true", help="keep retrieval order (explanations still use the LLM)")
     p.add_argument("--routing", default="auto", choices=ROUTINGS,
                    help="chat intent routing (auto: tool calling where the backend supports it, else the LLM)")
 
 
-def load_data(args: argparse.Namespace) -> Any:
-    """The dataset `--data` names; skipped rows (under --on-error skip) are reported on stderr."""
-    from retrieval.data.datasets import load_dataset
+def _positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}")
+    return value
 
-    dataset = load_dataset(args.data, on_error=args.on_error)
-    if dataset.report.skipped:
-        print(f"driftrec: {dataset.report.summary()}", file=sys.stderr)
-        for row in dataset.report.skipped[:20]:
-            print(f"  skipped {row.file}:{row.line}: {row.reason}", file=sys.stderr)
+
+def load_data(args: argparse.Namespace) -> Any:
+    """The dataset `--data` names; skipped rows (under --on-error skip) are reported on stderr.
+
+    Stderr shows the summary and the first `SHOWN_SKIPPED` skipped rows; `--skipped-rows FILE` gets
+    all of them (just the header line when nothing was skipped), also when the load ends with an
+    empty dataset.
+
+    Raises:
+        ConfigError: `--skipped-rows` cannot be written.
+        DataError: a bad row under --on-error raise, or nothing left to load.
+    """
+    from retrieval.data.datasets import load_dataset
+    from retrieval.errors import EmptyDatasetError
+
+    out = getattr(args, "skipped_rows", None)
+    try:
+        dataset = load_dataset(args.data, on_error=args.on_error)
+    except EmptyDatasetError as exc:
+        if exc.report is not None:
+            _report_skipped(exc.report, out)
+        raise
+    _report_skipped(dataset.report, out)
     return dataset
 
 
+def _report_skipped(report: LoadReport, out: Path | None) -> None:
+    """Write every skipped row to `out` (when given) and list the first ones on stderr."""
+    if out is not None:
+        try:
+            report.write_skipped(out)
+        except OSError as exc:
+            raise ConfigError(f"--skipped-rows: cannot write {out} ({exc.strerror or exc}); "
+                              "pass a writable file path") from None
+    if not report.skipped:
+        return
+    print(f"driftrec: {report.summary()}", file=sys.stderr)
+    for row in report.skipped[:SHOWN_SKIPPED]:
+        print(f"  skipped {row.file}:{row.line}: {row.reason}", file=sys.stderr)
+    more = len(report.skipped) - SHOWN_SKIPPED
+    if more > 0:
+        where = f"all in {out}" if out is not None else "see --skipped-rows"
+        print(f"  … {more:,} more ({where})", file=sys.stderr)
+
+
 def open_index(args: argparse.Namespace, dataset: Any) -> Any:
-    """The saved index `--index` names (checked against the embedder), else one built in memory."""
+    """The saved index `--index` names, checked against the embedder and the dataset's catalogue; without
+    `--index`, one built in memory.
+
+    With `--rebuild`, an index that does not match (or is missing, partial or corrupted) is rebuilt and
+    saved in place through the same atomic write as `driftrec index`, which still refuses a directory
+    that is not a driftrec index.
+
+    Raises:
+        IndexStateError: the saved index does not match and `--rebuild` was not given.
+        ConfigError: `--rebuild` on a directory that is not a driftrec index.
+    """
+    from retrieval.errors import IndexStateError
     from retrieval.vectors.build import build_index, default_cache
     from retrieval.vectors.embed import make_embedder
+    from retrieval.vectors.index import VectorIndex
+    from retrieval.vectors.store import check_replaceable
 
     embedder = make_embedder(args.embedder, args.model)
-    if getattr(args, "index", None):
-        from retrieval.vectors.index import VectorIndex
-
-        return VectorIndex.load(args.index, embedder=embedder.name)
     cache = None if args.no_cache else default_cache()
-    return build_index(dataset.catalog, embedder, args.backend, cache=cache)
+    directory = getattr(args, "index", None)
+    if directory is None:
+        return build_index(dataset.catalog, embedder, args.backend, cache=cache)
+    try:
+        return VectorIndex.load(directory, embedder=embedder.name, catalog=dataset.catalog)
+    except IndexStateError as exc:
+        if not getattr(args, "rebuild", False):
+            raise
+        check_replaceable(Path(directory), "driftrec-index")  # before the embedding work, not after it
+        print(f"driftrec: rebuilding {directory}: {str(exc).split('; ')[0]}", file=sys.stderr)
+    index = build_index(dataset.catalog, embedder, args.backend, cache=cache)
+    index.save(directory)
+    return index
+
+
+def saved_index_options(p: argparse.ArgumentParser) -> None:
+    """--index and --rebuild: a saved index directory, and whether a stale one is rebuilt in place."""
+    p.add_argument("--index", type=Path, default=None, metavar="DIR",
+                   help="saved index directory (default: build in memory); refused when it was built from "
+                        "another catalogue or embedder")
+    p.add_argument("--rebuild", action="store_true",
+                   help="when the --index directory does not match the data and embedder, rebuild it in place")
 
 
 def build_agent(args: argparse.Namespace, dataset: Any, index: Any) -> Any:
@@ -134,10 +220,12 @@ def build_agent(args: argparse.Namespace, dataset: Any, index: Any) -> Any:
 
         cache = None if getattr(args, "no_cache", False) else cache_dir() / "llm"
         client = make_client(LLMSettings(backend=args.llm, model=args.llm_model, base_url=args.llm_url,
-                                         max_tokens=120, cache_dir=cache, cpu_format=args.llm_cpu_format))
+                                         max_tokens=120, cache_dir=cache, cpu_format=args.llm_cpu_format,
+                                         timeout_s=args.llm_timeout))
         if not args.no_rerank:
             reranker = LLMReranker(client, dataset.catalog)
-    config = AgentConfig(chat_k=max(1, getattr(args, "k", 5)), routing=getattr(args, "routing", "auto"))
+    config = AgentConfig(chat_k=max(1, getattr(args, "k", 5)), routing=getattr(args, "routing", "auto"),
+                         llm_budget_s=getattr(args, "llm_budget", 120.0))
     generator = make_retriever(args, dataset, index)
     return RecommenderAgent(dataset, generator, index, client=client,
                             reranker=reranker, config=config)
@@ -157,3 +245,30 @@ def make_retriever(args: argparse.Namespace, dataset: Dataset, index: VectorInde
         model = SequentialModel.load(seq_model, item_ids=dataset.catalog.ids)
         extra.append(SequentialGenerator(model, PopularityGenerator(dataset.histories)))
     return make_generator(name, index, dataset.histories, dataset.catalog.ids, extra=extra)
+
+
+def check_out_path(path: Path, flag: str, suffixes: tuple[str, ...] = ()) -> Path:
+    """An output path checked before any work: a file ending in one of `suffixes`, else a directory.
+
+    Missing parent directories are fine (the writer creates them); `.` and other existing directories
+    are refused where a file is expected, and an existing file where a directory is expected.
+
+    Args:
+        path: the path as given.
+        flag: the option that gave it ("--out"), quoted in the error.
+        suffixes: lower-case file suffixes accepted (".png"); empty = a directory is expected.
+
+    Raises:
+        ConfigError: the path cannot be written as asked.
+    """
+    wanted = ", ".join(suffixes)
+    if suffixes and path.is_dir():
+        raise ConfigError(f"{flag} {path} is a directory: give a file name ending in {wanted}")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ConfigError(f"{flag} {path}: give a file name ending in {wanted}")
+    if not suffixes and path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is a file, not a directory: give a directory to write into")
+    ancestor = next(p for p in path.absolute().parents if p.exists())
+    if not ancestor.is_dir():
+        raise ConfigError(f"{flag} {path}: {ancestor} is a file, so nothing can be written below it")
+    return path

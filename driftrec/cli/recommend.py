@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from driftrec.cli.options import build_agent, dataset_options, llm_options, load_data, make_retriever, open_index
-from retrieval.errors import ConfigError
+from agent.limits import MAX_EXPLAINED, MAX_K, check_count, check_explained, check_user_id
+from driftrec.cli.options import (
+    build_agent,
+    dataset_options,
+    llm_options,
+    load_data,
+    make_retriever,
+    open_index,
+    saved_index_options,
+)
+from retrieval.errors import DataError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -16,8 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = sub.add_parser("recommend", help="recommend items for one user")
     dataset_options(p)
     p.add_argument("--user", required=True, help="user id as in the data")
-    p.add_argument("-k", type=int, default=10, help="number of items (default 10)")
-    p.add_argument("--index", type=Path, default=None, help="saved index directory (default: build in memory)")
+    p.add_argument("-k", type=int, default=10,
+                   help=f"number of items, 1 to {MAX_K:,} (default 10; at most {MAX_EXPLAINED} with --explain)")
+    saved_index_options(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--explain", action="store_true",
                    help="rerank with the LLM, explain each item and describe the interest shift")
@@ -27,10 +36,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def run(args: argparse.Namespace) -> int:
     """Handler of `driftrec recommend` (and of `driftrec demo`, whose --user may be absent)."""
-    if args.k < 1:
-        raise ConfigError("-k must be at least 1")
+    check_count(args.k, "-k")
+    if args.explain:
+        check_explained(args.k, "-k")
+    if args.user is not None:
+        check_user_id(args.user)
     dataset = load_data(args)
-    user = args.user or dataset.users[0]
+    user = args.user if args.user is not None else first_user(dataset)
     history = dataset.history(user)
     index = open_index(args, dataset)
     if args.explain:
@@ -48,6 +60,13 @@ def run(args: argparse.Namespace) -> int:
         item = dataset.catalog[c.item_id]
         print(f"  {rank:2d}. {item.title}  [{', '.join(item.categories)}]  score={c.score:.3f} via {c.source}")
     return 0
+
+
+def first_user(dataset: Any) -> str:
+    """The dataset's first user (`driftrec demo` without --user); DataError when it has no events."""
+    if not dataset.users:
+        raise DataError(f"{dataset.name} has no events, so there is no user to recommend for")
+    return str(dataset.users[0])
 
 
 def _explained(args: argparse.Namespace, dataset: Any, index: Any, user: str) -> int:

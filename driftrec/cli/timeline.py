@@ -6,9 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from driftrec.cli.options import dataset_options, load_data, open_index
+from agent.limits import check_count, check_user_id
+from driftrec.cli.options import check_out_path, dataset_options, load_data, open_index
 from retrieval.errors import ConfigError
 from retrieval.evolution.summary import Evolution, summarize_evolution
+
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -16,10 +19,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p = subparsers.add_parser("timeline", help="plot a user's interest evolution (stacked area, shifts marked)")
     dataset_options(p)
     p.add_argument("--user", required=True, help="user id as in the data")
-    p.add_argument("--out", type=Path, default=None, help="PNG file to write")
+    p.add_argument("--out", type=Path, default=None,
+                   help="image file to write: .png, .svg or .pdf (missing parent directories are created)")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     p.add_argument("--period", default="week", help="day, week, month or events:N (default week)")
-    p.add_argument("--top", type=int, default=8, help="categories drawn separately; the rest is 'other'")
+    p.add_argument("--top", type=int, default=8, help="categories drawn separately, ≥ 1; the rest is 'other'")
     p.add_argument("--no-vectors", action="store_true",
                    help="skip embedding (no window vectors: faster, drift from categories only)")
     p.set_defaults(handler=run)
@@ -47,7 +51,11 @@ def evolution_json(evo: Evolution, titles: dict[str, str] | None = None) -> dict
 
 
 def plot_evolution(evo: Evolution, out: Path, top: int = 8) -> Path:
-    """Stacked-area category shares per window, shifts as vertical lines, drift on a second panel."""
+    """Stacked-area category shares per window, shifts as vertical lines, drift on a second panel.
+
+    Raises:
+        ConfigError: the user has no events, or `out` cannot be written (the OS error is named).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,9 +101,13 @@ def plot_evolution(evo: Evolution, out: Path, top: int = 8) -> Path:
     ax2.set_xticks(x[::step], [evo.windows[i].start.strftime("%Y-%m-%d") for i in x[::step]], rotation=30,
                    fontsize=8)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=110)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    finally:
+        plt.close(fig)
     return out
 
 
@@ -103,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
     """Handler: build the user's evolution, write the PNG and/or print JSON."""
     if args.out is None and not args.json:
         raise ConfigError("give --out FILE.png, --json, or both")
+    check_user_id(args.user)
+    check_count(args.top, "--top", None)
+    if args.out is not None:
+        check_out_path(args.out, "--out", PLOT_SUFFIXES)
     dataset = load_data(args)
     events = dataset.history(args.user)
     index = None if args.no_vectors else open_index(args, dataset)

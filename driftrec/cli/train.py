@@ -14,6 +14,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from agent.limits import check_count
+from driftrec.cli.options import check_out_path
 from retrieval.errors import ConfigError
 from retrieval.vectors.embed import EMBEDDERS
 
@@ -55,17 +57,20 @@ def run(args: argparse.Namespace) -> int:
     from retrieval.vectors.store import check_replaceable
 
     start = time.perf_counter()
+    check_out_path(args.out, "--out")
     check_replaceable(args.out, FORMAT.split("/")[0])  # before training, not after it
-    dataset = load_dataset(args.dataset)
-    try:
+    check_count(args.seed, "--seed", None, low=0)
+    try:  # settings are checked before the data is loaded
         config = SeqConfig(max_len=args.max_len, hidden=args.hidden, blocks=args.blocks, heads=args.heads,
-                           dropout=args.dropout, use_text=not args.no_text,
-                           use_time=not args.no_time and not dataset.synthetic_time, loss=args.loss, lr=args.lr,
-                           batch_size=args.batch_size, epochs=args.epochs, patience=args.patience,
-                           negatives=args.negatives,
+                           dropout=args.dropout, use_text=not args.no_text, use_time=not args.no_time,
+                           loss=args.loss, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
+                           patience=args.patience, negatives=args.negatives,
                            valid_users=args.valid_users, seed=args.seed)
     except ValidationError as exc:
         raise ConfigError(f"invalid training settings: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc
+    dataset = load_dataset(args.dataset)
+    if dataset.synthetic_time:  # made-up timestamps carry no time gaps to learn from
+        config = config.model_copy(update={"use_time": False})
     split = leave_one_out(dataset)
     item_ids = list(dataset.catalog.ids)
     text, embedder_name = None, None

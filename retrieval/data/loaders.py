@@ -1,25 +1,47 @@
 """Loaders: MovieLens (100K, `::` files, CSV), RecBole atomic files, generic CSV/JSONL/DataFrame.
 
-Every loader takes `on_error`: "raise" (default) stops at the first bad row naming file and line;
-"skip" skips it and records the row and reason in `Dataset.report`. Nothing is dropped silently.
+Every loader takes `on_error`: "raise" (default) stops at the first bad row with one line naming
+file and line; "skip" skips it and records it, typed, in `Dataset.report`. Nothing is dropped or
+coerced silently, and no input makes a loader fail with anything but `DataError`:
+
+- Files: a UTF-8 BOM at the start of any file is dropped; a UTF-16 file is a DataError. MovieLens
+  100K/`.dat` files are Latin-1, every other file UTF-8; a row with undecodable bytes is a bad row,
+  an undecodable header is a DataError in both modes (no row can be read without it). Blank lines
+  are not rows.
+- CSV/TSV follow RFC 4180: a quoted field keeps its delimiters, doubled quotes and newlines (a
+  CRLF inside a quoted field becomes LF); rows are reported at the line where they start. Header
+  names are stripped of surrounding whitespace; an empty or repeated name, or a mapped column
+  missing from the header, is a DataError. A field over 131,072 characters (csv.field_size_limit)
+  is one bad row covering the lines it spans. A stray or unterminated quote is a bad row at its own
+  line, and the lines it swallowed are read again as rows of their own.
+- JSONL: one object per line; invalid JSON, a non-object, a repeated key or nesting deeper than the
+  recursion limit is a bad row.
+- Values (`retrieval.data.values`): ids are text (stripped) or numbers (7 and 7.0 → "7"); null, empty,
+  NaN, bool or list/dict ids are bad rows. Titles are text or numbers; text fields longer than
+  131,072 characters or holding a NUL byte are bad rows, in every format. Ratings are numbers or
+  numeric text, finite and >= 0; null/empty → no rating. A missing or empty action → the loader's
+  default action. DataFrame loaders read pandas' NaN/NaT/NA as missing (files never do).
+- Accounting: `Dataset.report` counts rows per file (a row is a data record: see `LoadReport`)
+  with rows_read == rows_loaded + rows_skipped, and keeps every skipped row.
+- A load that ends with no items or no events is a DataError naming the files, in both modes.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import ValidationError
+from retrieval.data import values as val
+from retrieval.data.model import Catalog, Dataset, Event, Item, SkipReason
+from retrieval.data.records import OnError, Rows, check_columns, csv_rows, headed_split_lines, jsonl_rows, split_lines
+from retrieval.data.values import parse_time
+from retrieval.errors import DataError, EmptyDatasetError
 
-from retrieval.data.model import Catalog, Dataset, Event, Item, LoadReport, SkippedRow, SkipReason
-from retrieval.errors import DataError
-
-OnError = Literal["raise", "skip"]
+__all__ = ["ML100K_GENRES", "SYNTHETIC_EPOCH", "ColumnMap", "ItemColumnMap", "OnError", "load_csv",
+           "load_dataframe", "load_movielens_100k", "load_movielens_csv", "load_movielens_dat", "load_recbole",
+           "parse_time"]
 
 ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
@@ -29,75 +51,40 @@ ML100K_GENRES = (
 # Sequences without timestamps get one synthetic day per position, so recency in days == in events.
 SYNTHETIC_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
-
-class _Rows:
-    """Collects rows and problems for one load; enforces the on_error policy in one place."""
-
-    def __init__(self, on_error: OnError) -> None:
-        if on_error not in ("raise", "skip"):
-            raise DataError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        self.on_error = on_error
-        self.report = LoadReport()
-
-    def bad(self, file: str | Path, line: int, kind: SkipReason, reason: str) -> None:
-        """A bad row: raise DataError (on_error="raise") or record it with its typed kind and message."""
-        if self.on_error == "raise":
-            raise DataError(f"{file}:{line}: {reason}")
-        self.report.skipped.append(SkippedRow(str(file), line, reason, kind))
-
-    def build(self, make: Callable[..., Any], file: str | Path, line: int) -> Any:
-        """Run a pydantic constructor; a validation failure becomes a bad row."""
-        try:
-            return make()
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            self.bad(file, line, SkipReason.INVALID_FIELD, f"invalid {where}: {first['msg']}")
-        except (ValueError, OverflowError, OSError) as exc:
-            self.bad(file, line, SkipReason.INVALID_VALUE, f"invalid value: {exc}")
-        return None
+Located = list[tuple[Any, str, int]]  # (Item or Event, file, line)
 
 
-def _lines(path: Path, encoding: str, rows: _Rows) -> Iterator[tuple[int, str]]:
-    """Yield (1-based line number, text) for non-blank lines; undecodable lines are bad rows."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                text = raw.decode(encoding).rstrip("\r\n")
-            except UnicodeDecodeError as exc:
-                rows.bad(path, lineno, SkipReason.BAD_ENCODING, f"bad encoding: not valid {encoding} ({exc.reason})")
-                continue
-            if text.strip():
-                rows.report.rows_read += 1
-                yield lineno, text
+def _finish(items: Located, events: Located, rows: Rows, name: str, sources: tuple[str, str]) -> Dataset:
+    """Build the catalogue, resolve duplicate items and unknown-item events through the policy.
 
-
-def _epoch(value: str) -> datetime:
-    seconds = float(value)
-    if not 0 <= seconds < 4_102_444_800:  # 2100-01-01
-        raise ValueError(f"timestamp {value} out of range 1970..2100")
-    return datetime.fromtimestamp(seconds, tz=UTC)
-
-
-def _finish(catalog_items: list[tuple[Item, str, int]], events: list[Event], rows: _Rows, name: str,
-            event_lines: list[tuple[str, int]]) -> Dataset:
-    """Build the catalogue, resolve unknown-item events through the policy, return the Dataset."""
+    Raises:
+        EmptyDatasetError: no item or no event is left (in both modes), naming the files.
+    """
     seen: dict[str, Item] = {}
-    for item, file, line in catalog_items:
+    for item, file, line in items:
         if item.id in seen:
             rows.bad(file, line, SkipReason.DUPLICATE_ITEM, f"duplicate item id: {item.id!r}")
             continue
         seen[item.id] = item
+        rows.loaded(file)
     catalog = Catalog(seen.values())
     kept: list[Event] = []
-    for ev, (file, line) in zip(events, event_lines, strict=True):
+    for ev, file, line in events:
         if ev.item not in catalog:
             rows.bad(file, line, SkipReason.UNKNOWN_ITEM, f"unknown item id: {ev.item!r} not in catalogue")
             continue
         kept.append(ev)
+        rows.loaded(file)
+    for what, count, source in (("items", len(catalog), sources[0]), ("events", len(kept), sources[1])):
+        if not count:
+            raise EmptyDatasetError(f"{source}: no {what} loaded ({rows.report.summary()}); "
+                                    "a dataset needs at least one item and one event", rows.report)
     return Dataset(catalog, kept, name=name, report=rows.report)
+
+
+def _add(out: Located, obj: Any, file: Path | str, line: int) -> None:
+    if obj is not None:
+        out.append((obj, str(file), line))
 
 
 def load_movielens_100k(path: str | Path, on_error: OnError = "raise") -> Dataset:
@@ -108,11 +95,10 @@ def load_movielens_100k(path: str | Path, on_error: OnError = "raise") -> Datase
         on_error: "raise" or "skip" (see module docstring).
     """
     root = Path(path)
-    rows = _Rows(on_error)
-    items: list[tuple[Item, str, int]] = []
+    rows = Rows(on_error)
+    items: Located = []
     item_file = root / "u.item"
-    for lineno, text in _lines(item_file, "latin-1", rows):
-        parts = text.split("|")
+    for lineno, parts in split_lines(item_file, "|", "latin-1", rows):
         if len(parts) != 24:
             rows.bad(item_file, lineno, SkipReason.MALFORMED_ROW,
                      f"malformed row: expected 24 '|' fields, got {len(parts)}")
@@ -121,67 +107,47 @@ def load_movielens_100k(path: str | Path, on_error: OnError = "raise") -> Datase
             rows.bad(item_file, lineno, SkipReason.MALFORMED_ROW, "malformed row: genre flags must be 0/1")
             continue
         cats = tuple(g for g, flag in zip(ML100K_GENRES, parts[5:], strict=True) if flag == "1")
-        release = f"Released {parts[2]}." if parts[2] else ""
-        item = rows.build(lambda p=parts, c=cats, r=release: Item(id=p[0], title=p[1], text=r, categories=c),
-                          item_file, lineno)
-        if item is not None:
-            items.append((item, str(item_file), lineno))
-    events, where = _events_from_split(root / "u.data", "\t", "latin-1", rows)
-    return _finish(items, events, rows, "ml-100k", where)
+        _add(items, rows.build(lambda p=parts, c=cats: _ml100k_item(p, c), item_file, lineno), item_file, lineno)
+    events = _events_from_split(root / "u.data", "\t", rows)
+    return _finish(items, events, rows, "ml-100k", (str(item_file), str(root / "u.data")))
 
 
-def _events_from_split(file: Path, sep: str, encoding: str, rows: _Rows) -> tuple[list[Event], list[tuple[str, int]]]:
-    """user SEP item SEP rating SEP epoch-seconds rows (u.data and ratings.dat)."""
-    events: list[Event] = []
-    where: list[tuple[str, int]] = []
-    for lineno, text in _lines(file, encoding, rows):
-        parts = text.split(sep)
+def _ml100k_item(parts: list[str], cats: tuple[str, ...]) -> Item:
+    release = val.optional_text(parts[2].strip(), "release date")
+    return Item(id=val.identifier(parts[0], "id"), title=val.title(parts[1]),
+                text=f"Released {release}." if release else "", categories=cats)
+
+
+def _events_from_split(file: Path, sep: str, rows: Rows) -> Located:
+    """user SEP item SEP rating SEP epoch-seconds rows (u.data and ratings.dat, Latin-1)."""
+    events: Located = []
+    for lineno, parts in split_lines(file, sep, "latin-1", rows):
         if len(parts) != 4:
             rows.bad(file, lineno, SkipReason.MALFORMED_ROW, f"malformed row: expected 4 fields, got {len(parts)}")
             continue
-        ev = rows.build(lambda p=parts: Event(user=p[0].strip(), item=p[1].strip(), rating=float(p[2]),
-                                              timestamp=_epoch(p[3]), action="rate"), file, lineno)
-        if ev is not None:
-            events.append(ev)
-            where.append((str(file), lineno))
-    return events, where
+        _add(events, rows.build(lambda p=parts: Event(
+            user=val.identifier(p[0], "user"), item=val.identifier(p[1], "item"),
+            rating=val.rating(p[2], required=True), timestamp=val.epoch(p[3]), action="rate"), file, lineno),
+            file, lineno)
+    return events
 
 
 def load_movielens_dat(path: str | Path, on_error: OnError = "raise") -> Dataset:
     """Load MovieLens 1M/10M style `movies.dat` + `ratings.dat` (`::` separated, genres `A|B`)."""
     root = Path(path)
-    rows = _Rows(on_error)
-    items: list[tuple[Item, str, int]] = []
+    rows = Rows(on_error)
+    items: Located = []
     movies = root / "movies.dat"
-    for lineno, text in _lines(movies, "latin-1", rows):
-        parts = text.split("::")
+    for lineno, parts in split_lines(movies, "::", "latin-1", rows):
         if len(parts) != 3:
             rows.bad(movies, lineno, SkipReason.MALFORMED_ROW,
                      f"malformed row: expected 3 '::' fields, got {len(parts)}")
             continue
-        cats = tuple(g for g in parts[2].split("|") if g and g != "(no genres listed)")
-        item = rows.build(lambda p=parts, c=cats: Item(id=p[0], title=p[1], categories=c), movies, lineno)
-        if item is not None:
-            items.append((item, str(movies), lineno))
-    events, where = _events_from_split(root / "ratings.dat", "::", "latin-1", rows)
-    return _finish(items, events, rows, root.name or "movielens", where)
-
-
-def _csv_records(file: Path, rows: _Rows, delimiter: str = ",") -> Iterator[tuple[int, dict[str, str]]]:
-    """Yield (line, record) from a headed CSV; rows with the wrong field count are bad rows."""
-    lines = list(_lines(file, "utf-8", rows))
-    if not lines:
-        raise DataError(f"{file}: empty file")
-    header_line, header = lines[0]
-    rows.report.rows_read -= 1  # the header is not a data row
-    fields = next(csv.reader([header], delimiter=delimiter))
-    for lineno, text in lines[1:]:
-        values = next(csv.reader(io.StringIO(text), delimiter=delimiter), [])
-        if len(values) != len(fields):
-            rows.bad(file, lineno, SkipReason.MALFORMED_ROW,
-                     f"malformed row: expected {len(fields)} fields, got {len(values)}")
-            continue
-        yield lineno, dict(zip(fields, values, strict=True))
+        _add(items, rows.build(lambda p=parts: Item(
+            id=val.identifier(p[0], "id"), title=val.title(p[1]), categories=val.categories(p[2])), movies, lineno),
+            movies, lineno)
+    events = _events_from_split(root / "ratings.dat", "::", rows)
+    return _finish(items, events, rows, root.name or "movielens", (str(movies), str(root / "ratings.dat")))
 
 
 def load_movielens_csv(path: str | Path, on_error: OnError = "raise") -> Dataset:
@@ -198,7 +164,7 @@ def load_recbole(path: str | Path, name: str | None = None, on_error: OnError = 
 
     `.inter` files with a `timestamp:float` column give real times. LLMRank's `.test.inter`
     (`user_id, item_id_list, item_id`) has order only: each event gets a synthetic timestamp of one
-    day per position, and `Event.synthetic_time` is set.
+    day per position, and `Event.synthetic_time` is set; each position is one row of the report.
     """
     root = Path(path)
     if name is None:
@@ -206,55 +172,57 @@ def load_recbole(path: str | Path, name: str | None = None, on_error: OnError = 
         if len(found) != 1:
             raise DataError(f"{root}: expected exactly one *.item file, found {len(found)}; pass name=")
         name = found[0].name[: -len(".item")]
-    rows = _Rows(on_error)
-    items: list[tuple[Item, str, int]] = []
+    rows = Rows(on_error)
+    items: Located = []
     item_file = root / f"{name}.item"
-    for lineno, rec in _atomic_records(item_file, rows):
-        title = rec.get("title") or rec.get("movie_title") or ""
-        cats = tuple((rec.get("categories") or rec.get("genre") or "").split())
-        item = rows.build(lambda r=rec, t=title, c=cats: Item(id=r.get("item_id", ""), title=t, categories=c),
-                          item_file, lineno)
-        if item is not None:
-            items.append((item, str(item_file), lineno))
-    events: list[Event] = []
-    where: list[tuple[str, int]] = []
+    for lineno, rec in _atomic_records(item_file, rows, ["item_id"]):
+        _add(items, rows.build(lambda r=rec: _atomic_item(r), item_file, lineno), item_file, lineno)
     plain, seq = root / f"{name}.inter", root / f"{name}.test.inter"
     if plain.is_file():
-        for lineno, rec in _atomic_records(plain, rows):
-            ev = rows.build(lambda r=rec: Event(
-                user=r.get("user_id", ""), item=r.get("item_id", ""),
-                timestamp=_epoch(r["timestamp"]) if "timestamp" in r else SYNTHETIC_EPOCH,
-                rating=float(r["rating"]) if r.get("rating") else None,
-                synthetic_time="timestamp" not in r), plain, lineno)
-            if ev is not None:
-                events.append(ev)
-                where.append((str(plain), lineno))
+        events, source = _plain_inter(plain, rows), plain
     elif seq.is_file():
-        for lineno, rec in _atomic_records(seq, rows):
-            sequence = rec.get("item_id_list", "").split() + [rec.get("item_id", "")]
-            user = rec.get("user_id", "")
-            for pos, iid in enumerate(sequence):
-                ev = rows.build(lambda u=user, i=iid, p=pos: Event(
-                    user=u, item=i, timestamp=SYNTHETIC_EPOCH + timedelta(days=p), synthetic_time=True),
-                    seq, lineno)
-                if ev is not None:
-                    events.append(ev)
-                    where.append((str(seq), lineno))
+        events, source = _sequence_inter(seq, rows), seq
     else:
         raise DataError(f"{root}: neither {plain.name} nor {seq.name} found")
-    return _finish(items, events, rows, name, where)
+    return _finish(items, events, rows, name, (str(item_file), str(source)))
 
 
-def _atomic_records(file: Path, rows: _Rows) -> Iterator[tuple[int, dict[str, str]]]:
-    """RecBole atomic rows as {field name without type: value}."""
-    lines = _lines(file, "utf-8", rows)
-    first = next(lines, None)
-    if first is None:
-        raise DataError(f"{file}: empty file")
-    rows.report.rows_read -= 1
-    fields = [f.split(":")[0] for f in first[1].split("\t")]
-    for lineno, text in lines:
-        values = text.split("\t")
+def _atomic_item(rec: dict[str, str]) -> Item:
+    """An item of a RecBole `.item` file: title from `title` or `movie_title`, labels from `categories`
+    or `genre` (space-separated)."""
+    labels = val.optional_text(rec.get("categories", rec.get("genre")), "categories") or ""
+    return Item(id=val.identifier(rec["item_id"], "item_id"), title=val.title(rec.get("title", rec.get("movie_title"))),
+                categories=tuple(labels.split()))
+
+
+def _plain_inter(file: Path, rows: Rows) -> Located:
+    events: Located = []
+    for lineno, rec in _atomic_records(file, rows, ["user_id", "item_id"]):
+        _add(events, rows.build(lambda r=rec: Event(
+            user=val.identifier(r["user_id"], "user_id"), item=val.identifier(r["item_id"], "item_id"),
+            timestamp=val.epoch(r["timestamp"]) if "timestamp" in r else SYNTHETIC_EPOCH,
+            rating=val.rating(r.get("rating")), synthetic_time="timestamp" not in r), file, lineno), file, lineno)
+    return events
+
+
+def _sequence_inter(file: Path, rows: Rows) -> Located:
+    events: Located = []
+    for lineno, rec in _atomic_records(file, rows, ["user_id", "item_id_list", "item_id"]):
+        sequence = rec["item_id_list"].split() + [rec["item_id"]]
+        rows.read(file, len(sequence) - 1)  # the record was counted once; each position is a row
+        for pos, iid in enumerate(sequence):
+            _add(events, rows.build(lambda i=iid, p=pos, r=rec: Event(
+                user=val.identifier(r["user_id"], "user_id"), item=val.identifier(i, "item_id"),
+                timestamp=SYNTHETIC_EPOCH + timedelta(days=p), synthetic_time=True), file, lineno), file, lineno)
+    return events
+
+
+def _atomic_records(file: Path, rows: Rows, needed: list[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    """RecBole atomic rows (tab-separated, UTF-8) as {field name without its `:type`: value}."""
+    header, lines = headed_split_lines(file, "\t", "utf-8", rows)
+    fields = check_columns(file, [f.split(":")[0].strip() for f in header])
+    _require(file, fields, needed)
+    for lineno, values in lines:
         if len(values) != len(fields):
             rows.bad(file, lineno, SkipReason.MALFORMED_ROW,
                      f"malformed row: expected {len(fields)} fields, got {len(values)}")
@@ -263,116 +231,114 @@ def _atomic_records(file: Path, rows: _Rows) -> Iterator[tuple[int, dict[str, st
 
 
 class ColumnMap:
-    """Which source columns hold an event's fields (generic CSV/JSONL/DataFrame loaders)."""
+    """Which source columns hold an event's fields (generic CSV/JSONL/DataFrame loaders).
+
+    `user`, `item` and `timestamp` are required. `action` and `text` are read only when named;
+    `rating` is read from the named column, or when None from a `rating` column if there is one.
+    A named column missing from a CSV header or a DataFrame is a DataError; in JSONL a named
+    optional key missing from a line means no value.
+    """
 
     def __init__(self, user: str = "user", item: str = "item", timestamp: str = "timestamp",
                  action: str | None = None, rating: str | None = None, text: str | None = None) -> None:
         self.user, self.item, self.timestamp = user, item, timestamp
         self.action, self.rating, self.text = action, rating, text
 
+    def named(self) -> list[str]:
+        """The columns a table must have: the required ones and every optional one given by name."""
+        return [c for c in (self.user, self.item, self.timestamp, self.action, self.rating, self.text) if c]
+
 
 class ItemColumnMap:
-    """Which source columns hold an item's fields; `categories` is split on `|` or `,`."""
+    """Which source columns hold an item's fields; `categories` is split on `|` or `,` (or a JSON list)."""
 
     def __init__(self, id: str = "id", title: str = "title", text: str | None = None,
                  categories: str | None = None) -> None:
         self.id, self.title, self.text, self.categories = id, title, text, categories
 
-
-def parse_time(value: Any) -> datetime:
-    """Epoch seconds (number or numeric string) or ISO 8601; naive times are taken as UTC."""
-    if isinstance(value, datetime):
-        dt = value
-    elif isinstance(value, int | float) or (
-            isinstance(value, str) and value.strip().lstrip("-").replace(".", "", 1).isdigit()):
-        return _epoch(str(value))
-    elif isinstance(value, str):
-        dt = datetime.fromisoformat(value.strip())
-    else:
-        raise ValueError(f"unreadable timestamp {value!r}")
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    def named(self) -> list[str]:
+        """The columns a table must have."""
+        return [c for c in (self.id, self.title, self.text, self.categories) if c]
 
 
 def _item_from(rec: Mapping[str, Any], m: ItemColumnMap) -> Item:
-    raw = str(rec.get(m.categories, "") or "") if m.categories else ""
-    cats = tuple(c.strip() for c in raw.replace(",", "|").split("|") if c.strip() and c.strip() != "(no genres listed)")
-    return Item(id=str(rec[m.id]), title=str(rec[m.title] or ""),
-                text=str(rec.get(m.text) or "") if m.text else "", categories=cats)
+    return Item(id=val.identifier(rec[m.id], "id"), title=val.title(rec[m.title]),
+                text=(val.optional_text(rec.get(m.text), "text") or "") if m.text else "",
+                categories=val.categories(rec.get(m.categories)) if m.categories else ())
 
 
 def _event_from(rec: Mapping[str, Any], m: ColumnMap, default_action: str) -> Event:
-    rating = rec.get(m.rating) if m.rating else None
-    text = rec.get(m.text) if m.text else None
-    return Event(user=str(rec[m.user]), item=str(rec[m.item]), timestamp=parse_time(rec[m.timestamp]),
-                 action=(rec.get(m.action) if m.action else None) or default_action,
-                 rating=float(rating) if rating not in (None, "") else None,
-                 text=str(text) if text not in (None, "") else None)
+    action = val.optional_text(rec.get(m.action), "action") if m.action else None
+    return Event(user=val.identifier(rec[m.user], "user"), item=val.identifier(rec[m.item], "item"),
+                 timestamp=parse_time(rec[m.timestamp]), action=(action or "").strip() or default_action,
+                 rating=val.rating(rec.get(m.rating or "rating")),
+                 text=val.optional_text(rec.get(m.text), "text") if m.text else None)
 
 
-def _records(file: Path, rows: _Rows) -> Iterator[tuple[int, dict[str, Any]]]:
+def _records(file: Path, rows: Rows, needed: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Records of a CSV/TSV (header checked for the `needed` columns) or JSONL/NDJSON file."""
     if file.suffix in (".jsonl", ".ndjson"):
-        for lineno, text in _lines(file, "utf-8", rows):
-            try:
-                rec = json.loads(text)
-            except json.JSONDecodeError as exc:
-                rows.bad(file, lineno, SkipReason.MALFORMED_ROW, f"malformed row: invalid JSON ({exc.msg})")
-                continue
-            if not isinstance(rec, dict):
-                rows.bad(file, lineno, SkipReason.MALFORMED_ROW, "malformed row: JSON line is not an object")
-                continue
-            yield lineno, rec
-    else:
-        yield from _csv_records(file, rows, "\t" if file.suffix == ".tsv" else ",")
+        return jsonl_rows(file, rows)
+    header, lines = csv_rows(file, "\t" if file.suffix == ".tsv" else ",", rows)
+    _require(file, header, needed)
+    return _with_names(file, header, lines, rows)
+
+
+def _require(source: str | Path, columns: list[str], needed: list[str]) -> None:
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise DataError(f"{source}: missing column {missing[0]!r} (columns: {', '.join(map(str, columns))})")
+
+
+def _with_names(file: Path, header: list[str], lines: Iterator[tuple[int, list[str]]],
+                rows: Rows) -> Iterator[tuple[int, dict[str, Any]]]:
+    for lineno, values in lines:
+        if len(values) != len(header):
+            rows.bad(file, lineno, SkipReason.MALFORMED_ROW,
+                     f"malformed row: expected {len(header)} fields, got {len(values)}")
+            continue
+        yield lineno, dict(zip(header, values, strict=True))
 
 
 def load_csv(events_file: str | Path, items_file: str | Path, columns: ColumnMap | None = None,
              item_columns: ItemColumnMap | None = None, on_error: OnError = "raise",
              name: str | None = None, default_action: str = "interact") -> Dataset:
-    """Load events and items from CSV/TSV/JSONL files with a column mapping."""
+    """Load events and items from CSV/TSV/JSONL files with a column mapping (see module docstring)."""
     cmap, imap = columns or ColumnMap(), item_columns or ItemColumnMap()
-    rows = _Rows(on_error)
+    rows = Rows(on_error)
     ifile, efile = Path(items_file), Path(events_file)
-    items: list[tuple[Item, str, int]] = []
-    for lineno, rec in _records(ifile, rows):
-        item = _guarded(rows, ifile, lineno, lambda r=rec: _item_from(r, imap))
-        if item is not None:
-            items.append((item, str(ifile), lineno))
-    events: list[Event] = []
-    where: list[tuple[str, int]] = []
-    for lineno, rec in _records(efile, rows):
-        ev = _guarded(rows, efile, lineno, lambda r=rec: _event_from(r, cmap, default_action))
-        if ev is not None:
-            events.append(ev)
-            where.append((str(efile), lineno))
-    return _finish(items, events, rows, name or efile.stem, where)
+    items: Located = []
+    for lineno, rec in _records(ifile, rows, imap.named()):
+        _add(items, rows.build(lambda r=rec: _item_from(r, imap), ifile, lineno), ifile, lineno)
+    events: Located = []
+    for lineno, rec in _records(efile, rows, cmap.named()):
+        _add(events, rows.build(lambda r=rec: _event_from(r, cmap, default_action), efile, lineno), efile, lineno)
+    return _finish(items, events, rows, name or efile.stem, (str(ifile), str(efile)))
 
 
-def _guarded(rows: _Rows, file: Path | str, lineno: int, make: Callable[..., Any]) -> Any:
-    try:
-        return rows.build(make, file, lineno)
-    except KeyError as exc:
-        rows.bad(file, lineno, SkipReason.MALFORMED_ROW, f"malformed row: missing column {exc.args[0]!r}")
-        return None
+def _table_records(frame: Any, source: str, needed: list[str]) -> list[dict[str, Any]]:
+    """A DataFrame's rows as dicts with pandas' missing markers (NaN, NaT, NA) turned into None."""
+    import pandas as pd
+
+    _require(source, [str(c) for c in frame.columns], needed)
+    check_columns(source, [str(c) for c in frame.columns])
+    out = frame.astype(object).where(pd.notna(frame), None)
+    return list(out.to_dict("records"))
 
 
 def load_dataframe(events: Any, items: Any, columns: ColumnMap | None = None,
                    item_columns: ItemColumnMap | None = None, on_error: OnError = "raise",
                    name: str = "dataframe", default_action: str = "interact") -> Dataset:
-    """Load from pandas DataFrames; row numbers in errors are 0-based DataFrame positions."""
+    """Load from pandas DataFrames; rows are reported as "events"/"items" with 0-based positions."""
     cmap, imap = columns or ColumnMap(), item_columns or ItemColumnMap()
-    rows = _Rows(on_error)
-    item_list: list[tuple[Item, str, int]] = []
-    for pos, rec in enumerate(items.to_dict("records")):
-        rows.report.rows_read += 1
-        item = _guarded(rows, "items", pos, lambda r=rec: _item_from(r, imap))
-        if item is not None:
-            item_list.append((item, "items", pos))
-    ev_list: list[Event] = []
-    where: list[tuple[str, int]] = []
-    for pos, rec in enumerate(events.to_dict("records")):
-        rows.report.rows_read += 1
-        ev = _guarded(rows, "events", pos, lambda r=rec: _event_from(r, cmap, default_action))
-        if ev is not None:
-            ev_list.append(ev)
-            where.append(("events", pos))
-    return _finish(item_list, ev_list, rows, name, where)
+    rows = Rows(on_error)
+    item_list: Located = []
+    for pos, rec in enumerate(_table_records(items, "items", imap.named())):
+        rows.read("items")
+        _add(item_list, rows.build(lambda r=rec: _item_from(r, imap), "items", pos), "items", pos)
+    ev_list: Located = []
+    for pos, rec in enumerate(_table_records(events, "events", cmap.named())):
+        rows.read("events")
+        _add(ev_list, rows.build(lambda r=rec: _event_from(r, cmap, default_action), "events", pos), "events", pos)
+    return _finish(item_list, ev_list, rows, name, ("items", "events"))
+

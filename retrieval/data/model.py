@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -69,7 +72,7 @@ class Event(BaseModel):
         item: External item id (must exist in the catalogue of the dataset it joins).
         timestamp: Timezone-aware time of the event.
         action: What the user did.
-        rating: Optional explicit rating.
+        rating: Optional explicit rating, finite and >= 0.
         text: Optional review text.
         synthetic_time: True when the source had only an order and the timestamp is a position.
     """
@@ -91,6 +94,13 @@ class Event(BaseModel):
             raise ValueError("timestamp must be timezone-aware")
         if not MIN_TIME <= value < MAX_TIME:
             raise ValueError(f"timestamp {value.isoformat()} out of range 1970..2100")
+        return value
+
+    @field_validator("rating")
+    @classmethod
+    def _rating_finite(cls, value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"rating must be a finite number >= 0, got {value}")
         return value
 
 
@@ -142,6 +152,10 @@ class SkipReason(StrEnum):
     INVALID_VALUE = "invalid value"
     INVALID_FIELD = "invalid field"
     BAD_ENCODING = "bad encoding"
+    MISSING_VALUE = "missing value"
+    FIELD_TOO_LARGE = "field too large"
+    TOO_DEEP = "nesting too deep"
+    NUL_BYTE = "NUL byte"
 
 
 @dataclass(frozen=True)
@@ -150,7 +164,7 @@ class SkippedRow:
 
     Attributes:
         file: the file it came from.
-        line: its 1-based line number.
+        line: the 1-based physical line where the row starts (0-based position for DataFrames).
         reason: the full message, e.g. "malformed row: expected 4 fields, got 2".
         kind: the typed reason, for counting and filtering.
     """
@@ -162,22 +176,94 @@ class SkippedRow:
 
 
 @dataclass
-class LoadReport:
-    """What a loader read and what it skipped, row by row."""
+class FileCounts:
+    """Row accounting for one source (a file, or "events"/"items" for DataFrames).
+
+    Attributes:
+        rows_read: data rows read (see `LoadReport` for what a row is).
+        rows_loaded: rows that became an item or an event of the dataset.
+        rows_skipped: rows skipped as bad under `on_error="skip"`.
+    """
 
     rows_read: int = 0
+    rows_loaded: int = 0
+    rows_skipped: int = 0
+
+    @property
+    def balanced(self) -> bool:
+        """True when every row read was either loaded or skipped, exactly once."""
+        return self.rows_read == self.rows_loaded + self.rows_skipped
+
+
+@dataclass
+class LoadReport:
+    """What a loader read, loaded and skipped, per file and in total.
+
+    A row is one data record, never a header and never a blank line: a non-blank line of a
+    line-based file (u.data, u.item, `.dat`, RecBole atomic files, JSONL), one CSV record (which may
+    span several physical lines when a quoted field holds a newline), one DataFrame row, and one
+    item position of a RecBole `.test.inter` sequence line (a line that cannot be split counts once).
+    After a load, `rows_read == rows_loaded + rows_skipped` holds for every file and for the total.
+
+    Attributes:
+        files: the counts of each source, keyed by its path as given.
+        skipped: every skipped row, in the order found (never truncated).
+    """
+
+    files: dict[str, FileCounts] = field(default_factory=dict)
     skipped: list[SkippedRow] = field(default_factory=list)
+
+    @classmethod
+    def in_memory(cls, n_events: int) -> LoadReport:
+        """The report of a dataset built from events in memory: all of them loaded."""
+        return cls(files={"<memory>": FileCounts(rows_read=n_events, rows_loaded=n_events)})
+
+    def counts(self, file: str | Path) -> FileCounts:
+        """The counts of `file`, created empty on first use."""
+        return self.files.setdefault(str(file), FileCounts())
+
+    @property
+    def rows_read(self) -> int:
+        """Data rows read over all files."""
+        return sum(c.rows_read for c in self.files.values())
+
+    @property
+    def rows_loaded(self) -> int:
+        """Rows loaded over all files."""
+        return sum(c.rows_loaded for c in self.files.values())
+
+    @property
+    def rows_skipped(self) -> int:
+        """Rows skipped over all files."""
+        return sum(c.rows_skipped for c in self.files.values())
+
+    @property
+    def balanced(self) -> bool:
+        """True when every file's rows read equal its rows loaded plus skipped."""
+        return all(c.balanced for c in self.files.values())
 
     def reasons(self) -> Counter[SkipReason]:
         """Count of skipped rows per typed reason."""
         return Counter(s.kind for s in self.skipped)
 
     def summary(self) -> str:
-        """One line: rows read and skipped counts per reason."""
+        """One line: rows read, loaded and skipped, with the skipped counts per reason."""
+        head = f"{self.rows_read:,} rows read, {self.rows_loaded:,} loaded"
         if not self.skipped:
-            return f"{self.rows_read:,} rows read, none skipped"
+            return f"{head}, none skipped"
         detail = ", ".join(f"{n} {r}" for r, n in self.reasons().most_common())
-        return f"{self.rows_read:,} rows read, {len(self.skipped):,} skipped ({detail})"
+        return f"{head}, {len(self.skipped):,} skipped ({detail})"
+
+    def write_skipped(self, path: str | Path) -> None:
+        """Write every skipped row as TSV with a header: file, line, kind, reason.
+
+        Raises:
+            OSError: the file cannot be written.
+        """
+        with Path(path).open("w", encoding="utf-8", newline="") as fh:
+            out = csv.writer(fh, delimiter="\t", lineterminator="\n")
+            out.writerow(("file", "line", "kind", "reason"))
+            out.writerows((s.file, s.line, s.kind.value, s.reason) for s in self.skipped)
 
 
 class Dataset:
@@ -198,7 +284,7 @@ class Dataset:
                 raise DataError(f"event {pos}: unknown item id {ev.item!r} (not in catalogue)")
         self.catalog = catalog
         self.name = name
-        self.report = report or LoadReport(rows_read=len(events))
+        self.report = report or LoadReport.in_memory(len(events))
         by_user: dict[str, list[Event]] = {}
         for ev in events:
             by_user.setdefault(ev.user, []).append(ev)

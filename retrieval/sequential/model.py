@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ import torch
 from retrieval import __version__
 from retrieval.candidates.base import Candidate, CandidateGenerator, History
 from retrieval.data.model import Event
-from retrieval.errors import IndexStateError
+from retrieval.errors import IndexStateError, LeakageError
 from retrieval.sequential.config import SeqConfig
 from retrieval.sequential.network import SASRecNet
 from retrieval.vectors.index import VectorIndex
@@ -57,6 +58,8 @@ class SequentialModel:
         self._ids = VectorIndex("sequential", self.config.hidden, backend)
         self._ids.add(list(item_ids), np.zeros((len(item_ids), self.config.hidden), np.float32))
         self._index: VectorIndex | None = None
+        # What it was trained on (`training_fingerprint`), set by `train` and saved in the manifest.
+        self.trained_on: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         c = self.config
@@ -152,7 +155,8 @@ class SequentialModel:
 
         text_dim = int(self.net.text.shape[1]) if self.config.use_text else 0
         manifest = {"format": FORMAT, "driftrec_version": __version__, "count": len(self.item_ids),
-                    "hidden": self.config.hidden, "text_dim": text_dim, "text_embedder": self.text_embedder}
+                    "hidden": self.config.hidden, "text_dim": text_dim, "text_embedder": self.text_embedder,
+                    "trained_on": self.trained_on}
         return write_atomically(directory, ".tmp-seq-", write, manifest, _FILES)
 
     @classmethod
@@ -196,7 +200,43 @@ class SequentialModel:
             model.net.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise IndexStateError(f"{root}: weights do not match config.json ({exc})") from exc
+        trained_on = manifest.get("trained_on")
+        model.trained_on = trained_on if isinstance(trained_on, dict) else None
         return model
+
+    def check_trained_on(self, histories: Mapping[str, Sequence[Event]], where: str = "the model") -> None:
+        """Refuse to evaluate on a split whose training events differ from the ones this model learned from.
+
+        A model trained on another split (e.g. leave-one-out, then evaluated on a temporal split) or
+        another dataset may have seen the evaluation's held-out events.
+
+        Raises:
+            LeakageError: the model records other training events, or none (saved before they were recorded).
+        """
+        expected = training_fingerprint(histories)
+        if self.trained_on is None:
+            raise LeakageError(f"{where} does not record what it was trained on, so it cannot be checked "
+                               "against this split; retrain it with `driftrec train`")
+        if self.trained_on.get("sha256") != expected["sha256"]:
+            raise LeakageError(
+                f"{where} was trained on other events ({self.trained_on.get('events')} events of "
+                f"{self.trained_on.get('users')} users) than this split's training data ({expected['events']} "
+                f"events of {expected['users']} users): it may have seen held-out events; retrain it on "
+                "this dataset and split")
+
+
+def training_fingerprint(histories: Mapping[str, Sequence[Event]]) -> dict[str, Any]:
+    """Identity of a training set: sha256 over every (user, item, time) in user order, plus counts."""
+    h = hashlib.sha256()
+    events = users = 0
+    for user in sorted(histories):
+        if not histories[user]:
+            continue
+        users += 1
+        for ev in histories[user]:
+            h.update(f"{user}\t{ev.item}\t{ev.timestamp.isoformat()}\n".encode())
+            events += 1
+    return {"sha256": h.hexdigest(), "events": events, "users": users}
 
 
 class SequentialGenerator(CandidateGenerator):

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from retrieval.data.model import Catalog, Event
 from retrieval.errors import ConfigError
 from retrieval.sequential.config import SeqConfig
-from retrieval.sequential.model import SequentialModel
+from retrieval.sequential.model import SequentialModel, training_fingerprint
 from retrieval.sequential.network import SASRecNet
 from retrieval.vectors.embed import Embedder, EmbeddingCache
 
@@ -163,6 +163,7 @@ def train(model: SequentialModel, histories: Mapping[str, Sequence[Event]],
     """
     cfg = model.config
     begin = time.perf_counter()
+    model.trained_on = training_fingerprint(histories)  # saved with it: the harness checks its split
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     sampler = torch.Generator().manual_seed(cfg.seed)

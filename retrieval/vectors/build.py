@@ -6,6 +6,7 @@ from pathlib import Path
 
 from retrieval.data.model import Catalog
 from retrieval.vectors.embed import Embedder, EmbeddingCache
+from retrieval.vectors.fingerprint import embedded_texts
 from retrieval.vectors.index import VectorIndex
 
 
@@ -15,15 +16,16 @@ def build_index(catalog: Catalog, embedder: Embedder, backend: str = "flat",
 
     Args:
         catalog: items to index.
-        embedder: text embedder; its name is written into the index manifest.
+        embedder: text embedder; its name is written into the index manifest, with the catalogue
+            fingerprint (ids and the exact embedded texts).
         backend: index backend name (flat, hnsw, ivf, numpy).
         cache: optional embedding cache; unchanged texts are not re-embedded.
         progress: progress bar on/off (default: on for long encodes).
     """
-    items = list(catalog)
-    vectors = embedder.embed([it.embedding_text() for it in items], cache=cache, progress=progress)
+    ids, texts = embedded_texts(catalog)  # the same texts the catalogue fingerprint is computed over
+    vectors = embedder.embed(texts, cache=cache, progress=progress)
     index = VectorIndex(embedder.name, embedder.dim, backend)
-    index.add([it.id for it in items], vectors)
+    index.add(ids, vectors, texts=texts)
     return index
 
 

@@ -7,22 +7,34 @@ implement one method, `search_batch`. The numpy backend is the exact answer key 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from retrieval import __version__
 from retrieval.errors import ConfigError, IndexStateError, MissingDependencyError, UnknownItemError
 from retrieval.registry import Registry
-from retrieval.vectors.store import verify_files, write_atomically
+from retrieval.vectors.fingerprint import TEXT_FUNCTION, catalog_sha256, describe_change, embedded_texts, text_sha256
+from retrieval.vectors.index_files import (
+    FILES,
+    FORMAT,
+    IndexManifest,
+    parse_manifest,
+    read_strings,
+    read_vectors,
+    rebuild_hint,
+)
+from retrieval.vectors.store import read_verified, write_atomically
+
+if TYPE_CHECKING:
+    from retrieval.data.model import Catalog
 
 # name -> factory(vectors) of a search backend. Third parties register under the entry-point group
 # "driftrec.index_backends".
 BACKENDS: Registry[Callable[[np.ndarray], Backend]] = Registry("index backend", "driftrec.index_backends")
-_FILES = ("vectors.npy", "ids.json")
 
 
 class Backend:
@@ -135,6 +147,9 @@ def make_backend(kind: str, vectors: np.ndarray) -> Backend:
 class VectorIndex:
     """Item vectors with their external ids; the only place ids are translated to rows and back.
 
+    Items added with their embedded texts (as `build_index` does) also record the sha256 of each text,
+    so a saved index knows which catalogue it embedded and `load(..., catalog=...)` refuses another.
+
     Args:
         embedder: name of the embedder that made the vectors (checked on load).
         dim: vector dimension.
@@ -146,6 +161,7 @@ class VectorIndex:
         self.embedder, self.dim, self.backend_name = embedder, dim, backend
         self.ids: list[str] = []
         self._row: dict[str, int] = {}
+        self._text_sha: dict[str, str] = {}
         self.vectors = np.zeros((0, dim), dtype=np.float32)
         self._backend: Backend | None = None
 
@@ -176,18 +192,27 @@ class VectorIndex:
         """The stored vector of one item, shape (dim,)."""
         return self.vectors[self.row(item_id)]
 
-    def add(self, item_ids: Sequence[str], vectors: np.ndarray) -> None:
+    def add(self, item_ids: Sequence[str], vectors: np.ndarray, texts: Sequence[str] | None = None) -> None:
         """Add new items or replace the vectors of existing ones.
 
         Args:
             item_ids: n external ids, unique.
             vectors: (n, dim) float32.
+            texts: the n texts the vectors embed, recorded (as sha256) for the catalogue fingerprint;
+                None leaves these items without one, and a saved index then records no catalogue.
         """
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.shape != (len(item_ids), self.dim):
             raise ConfigError(f"vectors shape {vectors.shape} does not match {len(item_ids)} ids × dim {self.dim}")
         if len(set(item_ids)) != len(item_ids):
             raise ConfigError("duplicate ids in one add() call")
+        if texts is not None and len(texts) != len(item_ids):
+            raise ConfigError(f"{len(texts)} texts for {len(item_ids)} ids")
+        for n, item_id in enumerate(item_ids):
+            if texts is None:
+                self._text_sha.pop(item_id, None)
+            else:
+                self._text_sha[item_id] = text_sha256(texts[n])
         mask = np.array([i not in self._row for i in item_ids], dtype=bool)
         for item_id, vec in zip(item_ids, vectors, strict=True):
             if item_id in self._row:
@@ -207,6 +232,8 @@ class VectorIndex:
         self.vectors = self.vectors[keep]
         self.ids = [self.ids[r] for r in keep]
         self._row = {item_id: r for r, item_id in enumerate(self.ids)}
+        for item_id in item_ids:
+            self._text_sha.pop(item_id, None)
         self._backend = None
 
     @property
@@ -235,44 +262,99 @@ class VectorIndex:
         """Top-k (item_id, score) for one (dim,) query."""
         return self.search_batch(query[None, :], k)[0]
 
+    def catalog_fingerprint(self) -> str | None:
+        """sha256 over the ids and embedded texts in row order; None when some item was added without text."""
+        if len(self._text_sha) != len(self.ids):
+            return None
+        return catalog_sha256(self.ids, [self._text_sha[i] for i in self.ids])
+
     def save(self, directory: str | Path) -> Path:
-        """Write vectors.npy, ids.json and manifest.json atomically (temp dir + rename). No pickle."""
+        """Write vectors.npy, ids.json, texts.json and manifest.json atomically (temp dir + swap). No pickle.
+
+        The manifest records the embedder, the shape, each file's sha256 and the catalogue fingerprint
+        (`catalog`: sha256 over ids and embedded texts, and the item count; null when unknown).
+        """
         def write(tmp: Path) -> None:
             np.save(tmp / "vectors.npy", self.vectors, allow_pickle=False)
             (tmp / "ids.json").write_text(json.dumps(self.ids))
+            (tmp / "texts.json").write_text(json.dumps([self._text_sha.get(i) for i in self.ids]))
 
-        manifest = {"format": "driftrec-index/1", "driftrec_version": __version__, "embedder": self.embedder,
+        fingerprint = self.catalog_fingerprint()
+        catalog = None if fingerprint is None else {"sha256": fingerprint, "count": len(self.ids),
+                                                    "text": TEXT_FUNCTION}
+        manifest = {"format": FORMAT, "driftrec_version": __version__, "embedder": self.embedder,
                     "dim": self.dim, "count": len(self.ids), "metric": "inner_product",
-                    "backend": self.backend_name}
-        return write_atomically(directory, ".tmp-index-", write, manifest, _FILES)
+                    "backend": self.backend_name, "catalog": catalog}
+        return write_atomically(directory, ".tmp-index-", write, manifest, FILES)
 
     @classmethod
-    def load(cls, directory: str | Path, embedder: str | None = None, backend: str | None = None) -> VectorIndex:
-        """Load a saved index, verifying the manifest, checksums and (if given) the embedder name.
+    def load(cls, directory: str | Path, embedder: str | None = None, backend: str | None = None,
+             catalog: Catalog | None = None) -> VectorIndex:
+        """Load a saved index, verifying the manifest, checksums and, if given, the embedder and catalogue.
+
+        Safe while another process re-saves the same directory: a read that a swap interrupts starts
+        over (a bounded number of times), so it returns either the old or the new version, whole.
+
+        Args:
+            directory: a directory written by `save`.
+            embedder: name of the embedder in use; another one in the manifest is refused.
+            backend: search backend to use (default: the one in the manifest).
+            catalog: the catalogue in use; an index that embedded other ids or texts is refused.
 
         Raises:
-            IndexStateError: missing, partial or corrupted directory, or another embedder.
+            IndexStateError: missing, partial, corrupted or older-format directory, symlinked or
+                non-regular files, another embedder, or another catalogue (the message says what changed).
         """
         root = Path(directory)
-        mfile = root / "manifest.json"
-        if not mfile.is_file():
-            raise IndexStateError(f"{root}: not an index directory (no manifest.json); build one with `driftrec index`")
-        try:
-            manifest = json.loads(mfile.read_text())
-            expected = manifest["sha256"]
-            dim, count, made_by = int(manifest["dim"]), int(manifest["count"]), str(manifest["embedder"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise IndexStateError(f"{mfile}: corrupted manifest ({exc})") from exc
-        verify_files(root, _FILES, expected, "index", "rebuild it with `driftrec index`")
-        if embedder is not None and embedder != made_by:
-            raise IndexStateError(f"{root}: built with embedder {made_by!r}, but {embedder!r} is in use; "
-                                  "rebuild the index or use the same embedder")
-        vectors = np.load(root / "vectors.npy", allow_pickle=False)
-        ids = json.loads((root / "ids.json").read_text())
-        if vectors.shape != (count, dim) or len(ids) != count:
-            raise IndexStateError(f"{root}: manifest says {count}×{dim}, files hold {vectors.shape} and {len(ids)} ids")
-        index = cls(made_by, dim, backend or manifest.get("backend", "flat"))
-        index.ids = list(ids)
-        index._row = {item_id: r for r, item_id in enumerate(index.ids)}
-        index.vectors = vectors.astype(np.float32, copy=False)
+        fix = rebuild_hint(root)
+
+        def parse(raw: dict[str, Any]) -> IndexManifest:
+            manifest = parse_manifest(root, raw)
+            if embedder is not None and embedder != manifest.embedder:
+                raise IndexStateError(f"{root}: built with embedder {manifest.embedder!r}, but {embedder!r} is "
+                                      f"in use; {fix}")
+            return manifest
+
+        def read(manifest: IndexManifest, files: Mapping[str, IO[bytes]]) -> VectorIndex:
+            return cls._from_files(root, manifest, files, backend)
+
+        index = read_verified(root, FILES, parse, read, "index", fix)
+        if catalog is not None:
+            index.check_catalog(catalog, root)
         return index
+
+    @classmethod
+    def _from_files(cls, root: Path, manifest: IndexManifest, files: Mapping[str, IO[bytes]],
+                    backend: str | None) -> VectorIndex:
+        fix, n = rebuild_hint(root), manifest.count
+        vectors = read_vectors(files["vectors.npy"], root / "vectors.npy", n, manifest.dim, fix)
+        ids = read_strings(files["ids.json"], root / "ids.json", n, fix)
+        hashes = read_strings(files["texts.json"], root / "texts.json", n, fix, nullable=True)
+        if len(set(ids)) != n or not all(ids):
+            raise IndexStateError(f"{root / 'ids.json'}: empty or duplicate ids; {fix}")
+        stamp = manifest.catalog
+        if stamp is not None and (stamp.count != n or None in hashes or catalog_sha256(ids, hashes) != stamp.sha256):
+            raise IndexStateError(f"{root}: the catalogue fingerprint does not match ids.json and texts.json; {fix}")
+        index = cls(manifest.embedder, manifest.dim, backend or manifest.backend)
+        index.ids = ids
+        index._row = {item_id: r for r, item_id in enumerate(ids)}
+        index._text_sha = {} if stamp is None else dict(zip(ids, hashes, strict=True))
+        index.vectors = vectors
+        return index
+
+    def check_catalog(self, catalog: Catalog, where: str | Path = "index") -> None:
+        """Refuse (IndexStateError) unless this index embedded exactly `catalog`'s ids and texts, in order.
+
+        Args:
+            catalog: the catalogue in use.
+            where: the index directory, for the message.
+        """
+        fix = rebuild_hint(Path(where))
+        saved = self.catalog_fingerprint()
+        if saved is None:
+            raise IndexStateError(f"index {where} records no catalogue fingerprint (built from bare vectors); {fix}")
+        ids, texts = embedded_texts(catalog)
+        hashes = [text_sha256(t) for t in texts]
+        if catalog_sha256(ids, hashes) != saved:
+            change = describe_change(self.ids, [self._text_sha[i] for i in self.ids], ids, hashes)
+            raise IndexStateError(f"index {where} was built from another catalogue: {change}; {fix}")

@@ -5,27 +5,33 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import fcntl
 import functools
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeVar
 
 from retrieval.errors import ConfigError, IndexStateError
+
+T = TypeVar("T")
+M = TypeVar("M")
+MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 1 << 20
+READ_ATTEMPTS = 20
 
 
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
     with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return _sha256_handle(fh)
 
 
 def write_atomically(directory: str | Path, prefix: str, write: Callable[[Path], None],
@@ -41,7 +47,7 @@ def write_atomically(directory: str | Path, prefix: str, write: Callable[[Path],
         directory: the directory to (re)place.
         prefix: temp-dir name prefix (e.g. ".tmp-index-").
         write: writes the payload files into the temp dir it is given.
-        manifest: manifest fields, with a `format` such as "driftrec-index/1"; `sha256` of every file in
+        manifest: manifest fields, with a `format` such as "driftrec-index/2"; `sha256` of every file in
             `files` is added.
         files: payload file names whose checksums go into the manifest.
 
@@ -53,7 +59,11 @@ def write_atomically(directory: str | Path, prefix: str, write: Callable[[Path],
     """
     target = Path(directory).absolute()
     kind = str(manifest["format"]).split("/")[0]
-    target.parent.mkdir(parents=True, exist_ok=True)
+    check_replaceable(target, kind)  # before creating parents: a path below a file is refused here
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {target.parent}: {exc.strerror or exc}") from exc
     with _locked(target.parent):
         check_replaceable(target, kind)
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
@@ -80,6 +90,9 @@ def check_replaceable(target: Path, kind: str) -> None:
     `kind` is a manifest format family such as "driftrec-index"; commands call this before long work.
     """
     target = Path(target).absolute()
+    ancestor = next(p for p in target.parents if p.exists())
+    if not ancestor.is_dir():
+        raise ConfigError(f"{target}: {ancestor} is a file, so nothing can be written below it")
     if not target.exists() and not target.is_symlink():
         return
     if target.is_symlink() or not target.is_dir():
@@ -143,7 +156,176 @@ def verify_files(root: Path, files: Sequence[str], expected: Mapping[str, str], 
         IndexStateError: a file is missing (a partial directory) or its checksum differs (corrupted).
     """
     for f in files:
+        if (root / f).is_symlink():
+            raise IndexStateError(f"{root / f}: is a symlink, refusing to follow it; {fix}")
         if not (root / f).is_file():
             raise IndexStateError(f"{root}: partial {what}, {f} is missing; {fix}")
         if sha256_file(root / f) != expected.get(f):
             raise IndexStateError(f"{root / f}: checksum mismatch, the {what} is corrupted; {fix}")
+
+
+class _Swapped(Exception):
+    """The pinned directory was replaced or removed while it was read (internal: triggers a retry)."""
+
+
+def read_verified(directory: str | Path, files: Sequence[str], parse: Callable[[dict[str, Any]], M],
+                  read: Callable[[M, Mapping[str, IO[bytes]]], T], what: str, fix: str,
+                  attempts: int | None = None) -> T:
+    """Read a saved directory as one consistent version, even while `write_atomically` swaps it.
+
+    The directory is pinned by one open descriptor; manifest.json and every payload file are opened
+    through it (symlinks and anything but regular files are refused, so no read can hang on a FIFO or
+    leave the directory), each file's sha256 is checked on the same open handle that `read` then gets.
+    When a step fails and the path no longer names the pinned directory (a writer swapped in a new
+    version or is between its renames), the read starts over, at most `attempts` times with a short
+    backoff; a failure in a directory that did not change is reported at once.
+
+    Args:
+        directory: the saved directory.
+        files: payload file names, each with a checksum in the manifest's `sha256` map.
+        parse: validates the manifest object (a dict) and returns it typed; raises IndexStateError.
+        read: builds the result from the parsed manifest and the payload handles (rewound to the start).
+        what: what the directory holds, for messages ("index").
+        fix: how the user repairs it, e.g. "rebuild it with `driftrec index`".
+        attempts: reads tried before giving up while the directory keeps changing (default READ_ATTEMPTS).
+
+    Returns:
+        What `read` returns.
+
+    Raises:
+        IndexStateError: missing, partial, corrupted or unreadable directory, or one that kept changing.
+    """
+    root = Path(directory)
+    attempts = attempts or READ_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        try:
+            return _read_once(root, files, parse, read, what, fix)
+        except _Swapped as exc:
+            if attempt == attempts:
+                raise IndexStateError(f"{root}: the {what} kept changing while it was read ({attempts} tries: "
+                                      f"{exc}); retry when no `driftrec index` is writing it") from None
+            time.sleep(min(0.1, 0.002 * 2 ** attempt))
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def _read_once(root: Path, files: Sequence[str], parse: Callable[[dict[str, Any]], M],
+               read: Callable[[M, Mapping[str, IO[bytes]]], T], what: str, fix: str) -> T:
+    try:
+        dfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if _being_swapped(root):
+            raise _Swapped(f"{root} is missing") from None
+        raise IndexStateError(f"{root}: not an {what} directory (no manifest.json); {fix}") from None
+    except NotADirectoryError:
+        raise IndexStateError(f"{root}: not an {what} directory (a file); {fix}") from None
+    except OSError as exc:
+        raise IndexStateError(f"{root}: cannot open the {what} directory ({exc.strerror}); {fix}") from None
+    handles: dict[str, IO[bytes]] = {}
+    try:
+        try:
+            manifest = _read_manifest(root, dfd, what, fix)
+            typed = parse(manifest)
+            expected = _checksums(root, manifest, files, fix)
+            for f in files:  # open everything first: a writer may remove the pinned version soon
+                try:
+                    handles[f] = _open_regular(root, dfd, f, fix)
+                except FileNotFoundError:
+                    raise IndexStateError(f"{root}: partial {what}, {f} is missing; {fix}") from None
+            for f in files:
+                if _sha256_handle(handles[f]) != expected[f]:
+                    raise IndexStateError(f"{root / f}: checksum mismatch, the {what} is corrupted; {fix}")
+                handles[f].seek(0)
+            return read(typed, handles)
+        except (IndexStateError, OSError) as exc:
+            if _moved(root, dfd):
+                raise _Swapped(str(exc).split(";")[0]) from None
+            if isinstance(exc, OSError):
+                raise IndexStateError(f"{root}: cannot read the {what} ({exc}); {fix}") from None
+            raise
+    finally:
+        for fh in handles.values():
+            fh.close()
+        os.close(dfd)
+
+
+def _read_manifest(root: Path, dfd: int, what: str, fix: str) -> dict[str, Any]:
+    """manifest.json of the pinned directory as a dict (size-capped, strict UTF-8, a JSON object)."""
+    mfile = root / MANIFEST
+    try:
+        fh = _open_regular(root, dfd, MANIFEST, fix)
+    except FileNotFoundError:
+        raise IndexStateError(f"{root}: not an {what} directory (no manifest.json); {fix}") from None
+    with fh:
+        raw = fh.read(MAX_MANIFEST_BYTES + 1)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise IndexStateError(f"{mfile}: corrupted manifest (over {MAX_MANIFEST_BYTES:,} bytes); {fix}")
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise IndexStateError(f"{mfile}: corrupted manifest (not UTF-8 text); {fix}") from None
+    except (ValueError, RecursionError) as exc:
+        raise IndexStateError(f"{mfile}: corrupted manifest ({_first_line(exc)}); {fix}") from None
+    if not isinstance(manifest, dict):
+        raise IndexStateError(f"{mfile}: corrupted manifest (a JSON {type(manifest).__name__}, expected an "
+                              f"object); {fix}")
+    return manifest
+
+
+def _checksums(root: Path, manifest: Mapping[str, Any], files: Sequence[str], fix: str) -> dict[str, str]:
+    """The manifest's sha256 of every payload file; a missing or non-text entry is a corrupted manifest."""
+    table = manifest.get("sha256")
+    if not isinstance(table, dict) or not all(isinstance(table.get(f), str) for f in files):
+        raise IndexStateError(f"{root / MANIFEST}: corrupted manifest (`sha256` must map each of "
+                              f"{', '.join(files)} to a checksum); {fix}")
+    return {f: table[f] for f in files}
+
+
+def _open_regular(root: Path, dfd: int, name: str, fix: str) -> IO[bytes]:
+    """Open `name` inside the pinned directory: no symlink, and a regular file (never blocks on a FIFO).
+
+    Raises:
+        FileNotFoundError: `name` is absent (the caller says what that means).
+        IndexStateError: a symlink or not a regular file.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, dir_fd=dfd)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW on a symlink
+            raise IndexStateError(f"{root / name}: is a symlink, refusing to follow it; {fix}") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IndexStateError(f"{root / name}: not a regular file; {fix}")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _sha256_handle(fh: IO[bytes]) -> str:
+    """Hex sha256 of an open file from its current position, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        h.update(block)
+    return h.hexdigest()
+
+
+def _moved(root: Path, dfd: int) -> bool:
+    """True when `root` no longer names the pinned directory (swapped, renamed aside or removed)."""
+    try:
+        now = os.stat(root)
+    except OSError:
+        return True
+    pinned = os.fstat(dfd)
+    return (now.st_dev, now.st_ino) != (pinned.st_dev, pinned.st_ino) or pinned.st_nlink == 0
+
+
+def _being_swapped(root: Path) -> bool:
+    """A missing `root` that a writer is replacing (the fallback's `.old-` copy exists, or root is back)."""
+    absolute = Path(os.path.abspath(root))
+    return absolute.exists() or absolute.with_name(f".old-{absolute.name}").exists()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]

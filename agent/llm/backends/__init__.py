@@ -55,4 +55,5 @@ def make_client(settings: LLMSettings, model: BaseChatModel | None = None) -> LL
         from agent.llm.cache import ResponseCache
 
         cache = ResponseCache(Path(settings.cache_dir) / "responses.sqlite")
-    return LLMClient(model if model is not None else make_chat_model(settings), cache=cache)
+    return LLMClient(model if model is not None else make_chat_model(settings), cache=cache,
+                     timeout_s=settings.timeout_s)

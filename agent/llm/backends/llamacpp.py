@@ -21,8 +21,9 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import PrivateAttr
 
 from agent.llm.cpu import has_amx, safe_model_params
+from agent.llm.deadline import expired, remaining
 from agent.llm.settings import LLMSettings
-from retrieval.errors import ConfigError, LLMError, MissingDependencyError
+from retrieval.errors import ConfigError, LLMError, LLMTimeoutError, MissingDependencyError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class EmbeddedChatModel(BaseChatModel):
 
     Thread-safe: one llama.cpp context serves one call at a time (a lock per model), so several threads
     may share one model (and one `LLMClient` / `LLMReranker` over it); their calls run one after another.
+    Deadlines (`agent.llm.deadline`): waiting for the lock counts, and generation stops when the deadline
+    passes (`LLMTimeoutError`); a prompt's prefill, once started, runs to its end.
     On a CPU with AMX the model loads without llama.cpp's extra weight buffers (`agent.llm.cpu`).
     """
 
@@ -79,12 +82,19 @@ class EmbeddedChatModel(BaseChatModel):
                     "the embedded LLM backend needs llama-cpp-python: pip install 'driftrec[llm]'") from exc
             if not Path(self.model_path).is_file():
                 raise ConfigError(f"GGUF model file not found: {self.model_path}")
+            from agent.llm.packaged import check_gguf
+
+            check_gguf(Path(self.model_path))
             amx = has_amx()
             if amx:
                 log.info("CPU has AMX: loading %s without llama.cpp's AMX/repack weight buffers", self.model_path)
             with safe_model_params(disable_extra_buffers=amx):
-                self._llm = Llama(model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                  seed=self.seed, verbose=False, logits_all=False)
+                try:
+                    self._llm = Llama(model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                      seed=self.seed, verbose=False, logits_all=False)
+                except ValueError as exc:  # llama-cpp-python's "Failed to load model from file"
+                    raise ConfigError(f"llama.cpp cannot load {self.model_path}: a truncated, damaged or "
+                                      "unsupported GGUF file") from exc
             meta = self._llm.metadata
             template = meta.get("tokenizer.chat_template")
             if not template:
@@ -111,7 +121,11 @@ class EmbeddedChatModel(BaseChatModel):
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        with self._lock:  # the KV cache and the logits buffer belong to one call at a time
+        # The KV cache and the logits buffer belong to one call at a time; waiting counts against the deadline.
+        left = remaining()
+        if not self._lock.acquire(timeout=-1 if left is None else max(0.0, left)):
+            raise LLMTimeoutError("the embedded model stayed busy with other calls until the deadline")
+        try:
             tokens = self.prompt_tokens(messages)
             if len(tokens) >= self.n_ctx:
                 raise LLMError(f"prompt of {len(tokens)} tokens exceeds n_ctx={self.n_ctx}")
@@ -122,6 +136,8 @@ class EmbeddedChatModel(BaseChatModel):
                     message = self._complete(tokens, stop, kwargs)
             except RuntimeError as exc:  # llama_decode failures surface as RuntimeError
                 raise LLMError(f"llama.cpp failed: {exc}") from exc
+        finally:
+            self._lock.release()
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _first_token_logprobs(self, tokens: list[int], top: int) -> AIMessage:
@@ -160,14 +176,25 @@ class EmbeddedChatModel(BaseChatModel):
             from llama_cpp import LlamaGrammar
 
             grammar = LlamaGrammar.from_json_schema(json.dumps(kwargs["json_schema"]), verbose=False)
+        from llama_cpp import StoppingCriteriaList
+
+        if expired():
+            raise LLMTimeoutError("the deadline passed before generation started")
         out = llm.create_completion(tokens, max_tokens=int(kwargs.get("max_tokens") or self.max_tokens),
                                     temperature=self.temperature, seed=self.seed, stop=stop or kwargs.get("stop"),
-                                    grammar=grammar)
+                                    grammar=grammar, stopping_criteria=StoppingCriteriaList([_past_deadline]))
+        if expired():  # generation was cut at the deadline: the text is incomplete
+            raise LLMTimeoutError("generation was cut off at the deadline")
         usage = out["usage"]
         return AIMessage(content=out["choices"][0]["text"],
                          usage_metadata={"input_tokens": usage["prompt_tokens"],
                                          "output_tokens": usage["completion_tokens"],
                                          "total_tokens": usage["total_tokens"]})
+
+
+def _past_deadline(input_ids: Any, logits: Any) -> bool:
+    """llama.cpp stopping criterion: stop generating once the call's deadline has passed."""
+    return expired()
 
 
 def build(settings: LLMSettings) -> BaseChatModel:

@@ -66,10 +66,13 @@ def factory(kind: ServerKind) -> Callable[[LLMSettings], BaseChatModel]:
     def build(settings: LLMSettings) -> BaseChatModel:
         if not settings.base_url:
             raise ConfigError(f"backend {kind!r} needs base_url, e.g. http://127.0.0.1:8000/v1")
+        from agent.llm.backends.http import deadline_client
+
         cls = server_chat_class(kind)
+        # No retries here: `LLMClient.chat` retries within the call's deadline (429 Retry-After, 5xx).
         model: BaseChatModel = cls(base_url=settings.base_url, api_key=settings.api_key,
                                    model=settings.model or "default", temperature=settings.temperature,
                                    max_tokens=settings.max_tokens, timeout=settings.timeout_s, max_retries=0,
-                                   seed=settings.seed)
+                                   seed=settings.seed, http_client=deadline_client(settings.timeout_s))
         return model
     return build
