@@ -60,8 +60,8 @@ def locate_ml100k(path: str | Path | None = None, download: bool = True) -> Path
     if download:
         try:
             return _download_ml100k(cache_dir())
-        except OSError as exc:
-            reason = str(exc)
+        except (OSError, zipfile.BadZipFile) as exc:  # URLError is an OSError; a non-zip reply is BadZipFile
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         else:  # pragma: no cover
             reason = ""
     else:
@@ -76,16 +76,19 @@ def _download_ml100k(target_root: Path) -> Path:
         payload = resp.read()
     with zipfile.ZipFile(io.BytesIO(payload)) as zf:
         tmp = Path(tempfile.mkdtemp(dir=target_root.parent if target_root.parent.exists() else None))
-        zf.extractall(tmp)
-    src = tmp / "ml-100k"
-    for name, digest in ML100K_SHA256.items():
-        if hashlib.sha256((src / name).read_bytes()).hexdigest() != digest:
+        try:
+            zf.extractall(tmp)
+            src = tmp / "ml-100k"
+            for name, digest in ML100K_SHA256.items():
+                if not (src / name).is_file():
+                    raise OSError(f"the downloaded archive has no ml-100k/{name}")
+                if hashlib.sha256((src / name).read_bytes()).hexdigest() != digest:
+                    raise OSError(f"checksum mismatch for downloaded {name}")
+            target_root.mkdir(parents=True, exist_ok=True)
+            final = target_root / "ml-100k"
+            os.replace(src, final)  # atomic: a half-written download never looks complete
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise OSError(f"checksum mismatch for downloaded {name}")
-    target_root.mkdir(parents=True, exist_ok=True)
-    final = target_root / "ml-100k"
-    os.replace(src, final)  # atomic: a half-written download never looks complete
-    shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
