@@ -202,18 +202,26 @@ def test_real_embedded_model_end_to_end(ml100k_path) -> None:  # type: ignore[no
     index = build_index(ds.catalog, HashingEmbedder(dim=256), "numpy", progress=False)
     client = make_client(LLMSettings(backend="embedded", max_tokens=96))
     retriever = InterestRetriever(index, popularity=PopularityGenerator(ds.histories))
-    agent = RecommenderAgent(ds, retriever, index, client=client)
+    agent = RecommenderAgent(ds, retriever, index, client=client, config=AgentConfig(routing="llm"))
     rec = agent.recommend("1", 2)
     history = ds.history("1")
+    assert rec.interest_shift is not None
+    texts = [exp.text for exp in rec.explanations] + [rec.interest_shift]
     for exp in rec.explanations:
         ev = item_evidence(history, exp.item_id, ds.catalog, index)
         assert agent.explainer.checker.check(exp.text.text, ev.titles, ev.categories).grounded
-        assert exp.text.source in ("llm", "regenerated", "template") and exp.text.attempts >= 1
     sev = shift_evidence(agent.evolution("1"), ds.catalog)
-    assert rec.interest_shift is not None
     assert agent.explainer.checker.check(rec.interest_shift.text, sev.titles, sev.categories).grounded
+    # Every text went through the model: each call was answered (no backend error), and an answer that
+    # ends as the template was rejected for a stated reason (SmolLM2-135M's answers usually are:
+    # docs/llm.md, grounding figures), never skipped.
+    for text in texts:
+        assert text.attempts >= 1 and not [e for e in text.errors if e.startswith("backend")], text.errors
+        assert text.source != "template" or len(text.errors) == text.attempts, text
+    # LLM routing under the grammar-constrained JSON reply: the model's answer decides, no fallback.
     reply = agent.chat("1", "what have I been into lately?")
-    assert reply.intent in INTENTS and reply.diagnostics.route in ("llm", "keywords") and reply.text
+    assert (reply.diagnostics.route, reply.diagnostics.route_fallback) == ("llm", False), reply.diagnostics
+    assert reply.text
 
 
 def test_auto_routing_lets_specific_patterns_overrule_a_weak_llm(world) -> None:  # type: ignore[no-untyped-def]
