@@ -28,20 +28,12 @@ from retrieval.candidates.base import Candidate
 from retrieval.candidates.popularity import PopularityGenerator
 from retrieval.data.model import Catalog, Dataset, Event, Item
 from retrieval.errors import LLMError, LLMReplyError, LLMTimeoutError
+from tests.badinputs.fakeserver import completion, send
 
 TIMEOUT_S = 1.5
 SLACK_S = 1.0  # thread start-up, connection set-up, the reranker's own work
 
 pytest.importorskip("langchain_openai")
-
-
-def completion(text: str = "A", logprobs: object = None) -> dict[str, object]:
-    choice: dict[str, object] = {"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": text}}
-    if logprobs is not None:
-        choice["logprobs"] = logprobs
-    return {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [choice],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}}
 
 
 class Fault:
@@ -51,17 +43,6 @@ class Fault:
         self.respond = respond
         self.calls = 0
         self.stop = threading.Event()
-
-
-def send(handler: BaseHTTPRequestHandler, status: int, body: bytes, ctype: str = "application/json",
-         headers: dict[str, str] | None = None) -> None:
-    handler.send_response(status)
-    handler.send_header("Content-Type", ctype)
-    handler.send_header("Content-Length", str(len(body)))
-    for key, value in (headers or {}).items():
-        handler.send_header(key, value)
-    handler.end_headers()
-    handler.wfile.write(body)
 
 
 def never(fault: Fault) -> Callable[[BaseHTTPRequestHandler, int], None]:

@@ -38,6 +38,9 @@ from retrieval.data.model import Catalog, Dataset, Event, Item, SkipReason
 from retrieval.data.records import OnError, Rows, check_columns, csv_rows, headed_split_lines, jsonl_rows, split_lines
 from retrieval.data.values import parse_time
 from retrieval.errors import DataError, EmptyDatasetError
+from retrieval.log import get_logger
+
+log = get_logger(__name__)
 
 __all__ = ["ML100K_GENRES", "SYNTHETIC_EPOCH", "ColumnMap", "ItemColumnMap", "OnError", "load_csv",
            "load_dataframe", "load_movielens_100k", "load_movielens_csv", "load_movielens_dat", "load_recbole",
@@ -75,6 +78,8 @@ def _finish(items: Located, events: Located, rows: Rows, name: str, sources: tup
             continue
         kept.append(ev)
         rows.loaded(file)
+    if rows.report.skipped:  # each row was logged at DEBUG when skipped; one summary line here
+        log.warning("%s: %s", name, rows.report.summary())
     for what, count, source in (("items", len(catalog), sources[0]), ("events", len(kept), sources[1])):
         if not count:
             raise EmptyDatasetError(f"{source}: no {what} loaded ({rows.report.summary()}); "
@@ -222,12 +227,7 @@ def _atomic_records(file: Path, rows: Rows, needed: list[str]) -> Iterator[tuple
     header, lines = headed_split_lines(file, "\t", "utf-8", rows)
     fields = check_columns(file, [f.split(":")[0].strip() for f in header])
     _require(file, fields, needed)
-    for lineno, values in lines:
-        if len(values) != len(fields):
-            rows.bad(file, lineno, SkipReason.MALFORMED_ROW,
-                     f"malformed row: expected {len(fields)} fields, got {len(values)}")
-            continue
-        yield lineno, dict(zip(fields, values, strict=True))
+    yield from _with_names(file, fields, lines, rows)
 
 
 class ColumnMap:

@@ -29,8 +29,9 @@ def completion(content: Any = "A", logprobs: Any = "default") -> dict[str, Any]:
 Behaviour = Callable[["_Handler"], None]
 
 
-def _send(h: _Handler, status: int, body: bytes | str, ctype: str = "application/json",
-          headers: dict[str, str] | None = None) -> None:
+def send(h: BaseHTTPRequestHandler, status: int, body: bytes | str, ctype: str = "application/json",
+         headers: dict[str, str] | None = None) -> None:
+    """Answer the request with `status`, a body and its Content-Type and Content-Length."""
     data = body.encode() if isinstance(body, str) else body
     h.send_response(status)
     h.send_header("Content-Type", ctype)
@@ -42,7 +43,7 @@ def _send(h: _Handler, status: int, body: bytes | str, ctype: str = "application
 
 
 def _json(status: int, doc: Any, headers: dict[str, str] | None = None) -> Behaviour:
-    return lambda h: _send(h, status, json.dumps(doc), headers=headers)
+    return lambda h: send(h, status, json.dumps(doc), headers=headers)
 
 
 def _hang(h: _Handler) -> None:
@@ -77,8 +78,8 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "empty_object": _json(200, {}),
     "choices_null": _json(200, {"choices": None}),
     "choices_empty": _json(200, {"choices": []}),
-    "html": lambda h: _send(h, 200, "<html><body><h1>Welcome to nginx!</h1></body></html>", "text/html"),
-    "invalid_json": lambda h: _send(h, 200, '{"choices": [{"message": '),
+    "html": lambda h: send(h, 200, "<html><body><h1>Welcome to nginx!</h1></body></html>", "text/html"),
+    "invalid_json": lambda h: send(h, 200, '{"choices": [{"message": '),
     "content_null": _json(200, completion(content=None)),
     "logprobs_string": _json(200, completion(logprobs="not logprobs")),
     "logprobs_wrong_types": _json(200, completion(logprobs={"content": [
@@ -105,7 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
         name = self.path.strip("/").split("/")[0]
         behaviour = BEHAVIOURS.get(name)
         if behaviour is None:
-            _send(self, 404, json.dumps({"error": {"message": f"no behaviour {name!r}"}}))
+            send(self, 404, json.dumps({"error": {"message": f"no behaviour {name!r}"}}))
             return
         try:
             behaviour(self)
