@@ -30,6 +30,7 @@ from agent.limits import (
 )
 from agent.llm.client import LLMClient
 from agent.llm.deadline import budget, expired
+from agent.seen_titles import SeenTitles
 from agent.types import (
     ROUTINGS,
     ChatReply,
@@ -112,6 +113,7 @@ class RecommenderAgent:
         self._shifts: dict[str, GroundedText] = {}
         self._aliases: dict[str, list[str]] | None = None
         self._popularity: Counter[str] | None = None
+        self.seen_titles = SeenTitles(dataset.catalog)
 
     def history(self, user_id: str) -> tuple[Event, ...]:
         """The user's events, oldest first: the agent's one user lookup (generators take histories).
@@ -144,12 +146,9 @@ class RecommenderAgent:
             check_explained(k)
         history = self.history(user_id)
         skip = self._exclusions(exclude)
-        depth = max(self.config.candidates, k) + len(skip)
+        depth = self.seen_titles.depth(history, max(self.config.candidates, k) + len(skip))
         generated = [c for c in self.generator.generate(history, depth) if c.item_id not in skip]
-        # Catalogues repeat titles under other ids (ml-100k lists 18 films twice): a user who rated one
-        # copy must not be offered the other.
-        seen_titles = {self.catalog[ev.item].title.casefold() for ev in history}
-        candidates = [c for c in generated if self.catalog[c.item_id].title.casefold() not in seen_titles]
+        candidates = self.seen_titles.keep(history, generated)
         with budget(self.config.llm_budget_s):
             result = None
             if self.reranker is not None and candidates:
@@ -202,6 +201,35 @@ class RecommenderAgent:
         if not expired():  # a template forced by a spent budget is not remembered
             self._shifts[user_id] = text
         return text
+
+    # ------------------------------------------------------------------ LangChain
+
+    def as_retriever(self, user_id: str, k: int = 10) -> Any:
+        """This user's recommendations as a LangChain `BaseRetriever` (see `agent.adapters`).
+
+        `invoke(query)` ignores the query text and returns `recommend(user_id, k, explain=False)` as
+        Documents: the title as `page_content`; `item_id`, `score`, `rank`, `categories` in `metadata`.
+
+        Raises:
+            ConfigError: a blank user id, or k outside 1 to `agent.limits.MAX_K`.
+            UnknownUserError: the user is not in the dataset.
+        """
+        from agent.adapters import make_retriever  # LangChain only when asked for
+
+        return make_retriever(self, user_id, k)
+
+    def as_tool(self, name: str = "recommend_items", k: int = 5) -> Any:
+        """The agent as a LangChain `StructuredTool` (user_id, k, optional message) → JSON text.
+
+        See `agent.adapters.make_tool`: without a message, `recommend(user_id, k, explain=False)`; with
+        one, `chat` (one session per user). The agent's errors are raised, not returned as text.
+
+        Raises:
+            ConfigError: the default k is outside 1 to `agent.limits.MAX_K`.
+        """
+        from agent.adapters import make_tool
+
+        return make_tool(self, name, k)
 
     # ------------------------------------------------------------------ chat
 

@@ -24,7 +24,10 @@ from agent.types import Explanation, GroundedText
 from prompts import render
 from retrieval.data.model import Catalog, Event
 from retrieval.errors import LLMError, LLMReplyError
+from retrieval.log import get_logger
 from retrieval.vectors.index import VectorIndex
+
+log = get_logger(__name__)
 
 _SPECIAL = re.compile(r"<\|[^|>]*\|>|</?s>|\[/?INST\]")
 _LABEL = re.compile(r"^\s*(?:explanation|answer|description|summary|assistant)\s*:\s*", re.IGNORECASE)
@@ -184,6 +187,11 @@ class Explainer:
             messages = [*messages, AIMessage(text or "(empty)"), HumanMessage(
                 f"That answer was rejected: {problem}. Write it again using only the titles and "
                 f"categories listed in the evidence, and nothing else.")]
+        # Rejection reasons can quote the prompt (a user's message): WARNING has their kinds, DEBUG the text.
+        kinds = sorted({e.split(":")[0].split("(")[0].strip()[:60] for e in errors})
+        log.warning("explanation fell back to the template text after %d attempt(s): %s", attempts,
+                    "; ".join(kinds) or "no attempt made")
+        log.debug("explanation rejections: %s", errors)
         final = len(self.checker.check(template, titles, categories, prompt).ungrounded)
         return GroundedText(text=template, source="template", attempts=attempts, ungrounded_first=first or 0,
                             ungrounded_final=final, errors=tuple(errors), latency_s=time.perf_counter() - start)

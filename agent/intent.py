@@ -19,6 +19,9 @@ from agent.llm.json_reply import extract_json_object
 from agent.types import INTENTS, Intent, Routing
 from prompts import data_block, quote, render
 from retrieval.errors import LLMError
+from retrieval.log import get_logger
+
+log = get_logger(__name__)
 
 RouteMethod = Literal["tools", "llm", "keywords"]
 MAX_MESSAGE_CHARS = 500
@@ -248,6 +251,10 @@ def route(client: LLMClient | None, message: str, mode: Routing = "auto") -> Rou
     try:
         routed = tool_route(client, message) if use_tools else llm_route(client, message)
     except (LLMError, ValueError) as exc:
+        # The error may quote the message: its text stays at DEBUG, WARNING has the length only.
+        log.warning("intent routing (%s) fell back to keywords for a %d-character message: %s",
+                    "tools" if use_tools else "llm", len(message), type(exc).__name__)
+        log.debug("intent routing error: %s", exc)
         return Route(keywords.intent, keywords.title, "keywords", fallback=True, error=str(exc)[:300])
     # Small embedded models misroute plain requests (measured, docs/llm.md); a specific pattern
     # ("why did you suggest", "more like", "lately", "different") is high-precision, so it wins.

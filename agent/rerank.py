@@ -37,6 +37,9 @@ from prompts import data_block, load_prompt, quote
 from retrieval.candidates.base import Candidate
 from retrieval.data.model import Catalog, Event
 from retrieval.errors import ConfigError, LLMError, LLMReplyError
+from retrieval.log import get_logger
+
+log = get_logger(__name__)
 
 LABELS: tuple[str, ...] = tuple(chr(ord("A") + i) for i in range(26))
 METHODS = ("auto", "logprobs", "json", "retrieval")
@@ -333,6 +336,9 @@ class LLMReranker:
                     # A backend failure (timeout, server down) would repeat for the next method: stop.
                     counters.errors.append(f"{method.name}: {exc}")
                     break
+        if methods and llm is None:
+            log.warning("rerank fell back to retrieval order for %d candidates: %s", len(head),
+                        "; ".join(counters.errors)[:500])
         retrieval = np.array([c.score for c in head], dtype=np.float64)
         if llm is None:
             fused = _standardise(retrieval)

@@ -71,6 +71,7 @@ from eval.metrics import (
 )
 from eval.models import RankedCandidates, Recommender, TrainData, ValidationData, make_model, with_defaults
 from eval.protocols import ProtocolContext, ProtocolName, make_protocol, seen_mask, top_columns
+from eval.provenance import build_provenance
 from eval.resume import RankStore
 from eval.splits import Split, Stage, leave_one_out
 from retrieval.data.model import Dataset
@@ -155,6 +156,7 @@ class EvalResult:
         models: name → result.
         retriever: under `rerank`, the retriever's name, k and Recall@k (the ceiling) with its CI.
         info: counts and settings (n_items, split, ties, train events, timings).
+        provenance: versions, git commit, model and data checksums, command line (`eval.provenance`).
     """
 
     dataset: str
@@ -166,6 +168,7 @@ class EvalResult:
     ks: tuple[int, ...] = KS
     retriever: dict[str, Any] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_users(self) -> int:
@@ -263,7 +266,8 @@ def evaluate(dataset: Dataset, models: Sequence[str | Recommender], config: Eval
               "train_users": len(split.train), "train_events": split.n_train_events,
               "users_available": len(split.test), "train_only_users": split.train_only_users,
               "tuned": [m.name for m in instances if wants_tune and _overrides_tune(m)],
-              "wall_s": time.perf_counter() - started})
+              "wall_s": time.perf_counter() - started},
+        provenance=build_provenance(dataset, [*instances, *([retriever] if retriever is not None else [])]))
 
 
 def validation_metric(model: Recommender, validation: ValidationData, metric: str = "ndcg@10",

@@ -41,6 +41,8 @@ def to_json(result: EvalResult) -> dict[str, Any]:
                            "info": result.info}
     if result.retriever is not None:
         doc["retriever"] = result.retriever
+    if result.provenance:
+        doc["provenance"] = result.provenance
     return doc
 
 

@@ -9,14 +9,14 @@ An unknown name raises `ConfigError` listing the valid names, and the CLI reads 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar, overload
 
 from retrieval.errors import ConfigError
+from retrieval.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 T = TypeVar("T")
 

@@ -13,7 +13,6 @@ tighter budget (`agent.llm.deadline`), connect, read and retries included.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -25,14 +24,17 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from agent.llm.deadline import budget, remaining
 from retrieval.errors import LLMError, LLMReplyError, LLMTimeoutError
+from retrieval.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # Characters per token assumed when no tokenizer is available: 3 over-counts English BPE text
 # (~4 chars/token), so budgets computed with it are conservative.
 CHARS_PER_TOKEN = 3
 # Attempts per call when the server says "later" (HTTP 429 or 5xx), all within the call's deadline.
 MAX_ATTEMPTS = 3
+# A call slower than this is logged at WARNING with its latency (LLMClient.slow_call_s overrides it).
+SLOW_CALL_S = 10.0
 # HTTP statuses worth one more attempt: rate limited, server busy or restarting.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # What reading a malformed reply raises (missing keys, None where a list was, wrong types, bad JSON,
@@ -200,6 +202,7 @@ class LLMClient:
         self.model_id = model_id(model)
         self.max_logprobs = max_logprobs or int(getattr(model, "max_top_logprobs", 20))
         self.timeout_s = timeout_s
+        self.slow_call_s = SLOW_CALL_S
         self._errors = transient_errors()
 
     def __repr__(self) -> str:
@@ -244,6 +247,7 @@ class LLMClient:
         with budget(self.timeout_s):
             message = self._invoke(messages, kwargs)
             latency = time.perf_counter() - start
+            self._log_call(latency, len(messages))
             try:
                 reply = self._reply(message, messages, latency, top_logprobs > 0)
             except REPLY_ERRORS as exc:  # a malformed reply: the caller re-asks or falls back
@@ -255,6 +259,14 @@ class LLMClient:
                 value["tool_calls"] = [{"name": c.name, "args": c.args} for c in reply.tool_calls]
             self.cache.put(key, value)
         return reply
+
+    def _log_call(self, latency: float, n_messages: int) -> None:
+        """Latency of one model call: WARNING over `slow_call_s`, else DEBUG (never the message text)."""
+        if latency >= self.slow_call_s:
+            log.warning("%s: slow call: %.1f s (threshold %.1f s, %d messages)", self.model_id, latency,
+                        self.slow_call_s, n_messages)
+        else:
+            log.debug("%s: call took %.2f s (%d messages)", self.model_id, latency, n_messages)
 
     def _invoke(self, messages: Sequence[BaseMessage], kwargs: dict[str, Any]) -> Any:
         """`model.invoke`, retried on HTTP 429/5xx while the deadline allows; errors become LLMError."""

@@ -13,14 +13,15 @@ ordinary AVX-512 kernels run them.
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from retrieval.log import get_logger
+
+log = get_logger(__name__)
 
 AMX_FLAGS = frozenset({"amx_tile", "amx_int8", "amx_bf16"})
 _PATCH_LOCK = threading.Lock()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shlex
 import sys
 import time
@@ -14,6 +15,7 @@ from typing import Any
 from agent.limits import MAX_K, check_count
 from driftrec.cli.options import check_out_path
 from retrieval.errors import ConfigError
+from retrieval.log import get_logger
 from retrieval.vectors.embed import EMBEDDERS
 
 
@@ -101,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
     check_numbers(args)
     check_out_path(args.out, "--out")
     dataset = load_dataset(args.dataset, on_error=args.on_error)
-    if dataset.report.skipped:
-        print(f"driftrec: {dataset.report.summary()}", file=sys.stderr)
+    if dataset.report.skipped and not get_logger("retrieval.data.loaders").isEnabledFor(logging.WARNING):
+        print(f"driftrec: {dataset.report.summary()}", file=sys.stderr)  # else the loader logged it
     if args.split == "temporal":
         if not args.test_cut:
             raise ConfigError("--split temporal needs --test-cut DATE")
@@ -127,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(dataset, models, config, split=split)
     wall = time.perf_counter() - started
     result.info["total_wall_s"] = round(wall, 2)
-    command = "driftrec " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["eval"] else ""
+    # `driftrec [--log-level L] eval ...`: the global option may come first.
+    command = "driftrec " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if "eval" in sys.argv[1:4] else ""
     paths = write_report(result, args.out, command)
     print(to_markdown(result))
     print("wrote " + ", ".join(str(p) for p in paths))

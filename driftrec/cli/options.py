@@ -7,6 +7,7 @@ registers through an entry-point group shows up in the CLI without editing it.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from retrieval.candidates.registry import GENERATORS
 from retrieval.errors import ConfigError
+from retrieval.log import get_logger
 from retrieval.vectors.embed import EMBEDDERS
 from retrieval.vectors.index import BACKENDS
 
@@ -153,7 +155,8 @@ def _report_skipped(report: LoadReport, out: Path | None) -> None:
                               "pass a writable file path") from None
     if not report.skipped:
         return
-    print(f"driftrec: {report.summary()}", file=sys.stderr)
+    if not get_logger("retrieval.data.loaders").isEnabledFor(logging.WARNING):  # else the loader logged it
+        print(f"driftrec: {report.summary()}", file=sys.stderr)
     for row in report.skipped[:SHOWN_SKIPPED]:
         print(f"  skipped {row.file}:{row.line}: {row.reason}", file=sys.stderr)
     more = len(report.skipped) - SHOWN_SKIPPED

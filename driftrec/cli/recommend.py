@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from agent.limits import MAX_EXPLAINED, MAX_K, check_count, check_explained, check_user_id
+from driftrec.cli.export import top_k_lists
 from driftrec.cli.options import (
     build_agent,
     dataset_options,
@@ -43,12 +44,13 @@ def run(args: argparse.Namespace) -> int:
         check_user_id(args.user)
     dataset = load_data(args)
     user = args.user if args.user is not None else first_user(dataset)
-    history = dataset.history(user)
+    dataset.history(user)  # an unknown user fails here, before the index is built
     index = open_index(args, dataset)
     if args.explain:
         return _explained(args, dataset, index, user)
     generator = make_retriever(args, dataset, index)
-    candidates = generator.generate(history, args.k)
+    # The agent's list (and `driftrec export`'s): seen items and other copies of seen titles left out.
+    candidates = next(top_k_lists(dataset, generator, [user], args.k))[1]
     if args.json:
         print(json.dumps({"user": user, "items": [
             {"item_id": c.item_id, "title": dataset.catalog[c.item_id].title, "score": round(c.score, 6),

@@ -80,6 +80,8 @@ def _finish(items: Located, events: Located, rows: Rows, name: str, sources: tup
         rows.loaded(file)
     if rows.report.skipped:  # each row was logged at DEBUG when skipped; one summary line here
         log.warning("%s: %s", name, rows.report.summary())
+    else:
+        log.info("%s: %s", name, rows.report.summary())
     for what, count, source in (("items", len(catalog), sources[0]), ("events", len(kept), sources[1])):
         if not count:
             raise EmptyDatasetError(f"{source}: no {what} loaded ({rows.report.summary()}); "

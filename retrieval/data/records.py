@@ -20,6 +20,9 @@ from pydantic import ValidationError
 from retrieval.data.model import LoadReport, SkippedRow, SkipReason
 from retrieval.data.values import BadValue
 from retrieval.errors import DataError
+from retrieval.log import get_logger
+
+log = get_logger(__name__)
 
 OnError = Literal["raise", "skip"]
 
@@ -57,6 +60,7 @@ class Rows:
             raise DataError(f"{file}:{line}: {reason}")
         self.report.counts(file).rows_skipped += 1
         self.report.skipped.append(SkippedRow(str(file), line, reason, kind))
+        log.debug("skipped %s:%d (%s): %s", file, line, kind.value, reason)
 
     def build(self, make: Callable[..., Any], file: str | Path, line: int) -> Any:
         """Run a record → container conversion; any failure becomes a bad row (and None)."""

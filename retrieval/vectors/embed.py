@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import logging
 import os
 import re
 import sqlite3
@@ -15,9 +14,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from retrieval.errors import ConfigError, MissingDependencyError
+from retrieval.log import get_logger
 from retrieval.registry import Registry
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # name -> factory(model) where `model` is the backend's model argument (a model name/path, or the
 # hashing dimension as text). Third parties register under the entry-point group "driftrec.embedders".

@@ -15,14 +15,20 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from retrieval import __version__
-from retrieval.errors import ConfigError, IndexStateError, MissingDependencyError, UnknownItemError
+from retrieval.errors import ConfigError, IndexStateError, UnknownItemError
+from retrieval.log import get_logger
 from retrieval.registry import Registry
+from retrieval.vectors.faiss_support import faiss_available, faiss_module, to_gpus
 from retrieval.vectors.fingerprint import TEXT_FUNCTION, catalog_sha256, describe_change, embedded_texts, text_sha256
 from retrieval.vectors.index_files import (
+    FAISS_FILE,
+    FAISS_HEADERS,
     FILES,
     FORMAT,
     IndexManifest,
     parse_manifest,
+    payload_files,
+    read_faiss,
     read_strings,
     read_vectors,
     rebuild_hint,
@@ -35,6 +41,7 @@ if TYPE_CHECKING:
 # name -> factory(vectors) of a search backend. Third parties register under the entry-point group
 # "driftrec.index_backends".
 BACKENDS: Registry[Callable[[np.ndarray], Backend]] = Registry("index backend", "driftrec.index_backends")
+log = get_logger(__name__)
 
 
 class Backend:
@@ -58,11 +65,27 @@ class Backend:
         """
         raise NotImplementedError
 
+    def append(self, vectors: np.ndarray, matrix: np.ndarray) -> bool:
+        """Take new rows at the end without a rebuild, if this backend can; by default it cannot.
+
+        Args:
+            vectors: (m, dim) float32 rows just appended.
+            matrix: (n + m, dim) float32, the whole matrix now (its last m rows are `vectors`).
+
+        Returns:
+            True when the rows were added; False asks the caller to rebuild the backend instead.
+        """
+        return False
+
 
 class NumpyBackend(Backend):
     """Exact brute force in numpy; ties broken by lower row."""
 
     name = "numpy"
+
+    def append(self, vectors: np.ndarray, matrix: np.ndarray) -> bool:
+        self.vectors = matrix
+        return True
 
     def search_batch(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         rows, top = top_k(queries @ self.vectors.T, k)
@@ -86,21 +109,25 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(top, order, axis=1)
 
 
-def _faiss():  # type: ignore[no-untyped-def]
-    try:
-        import faiss
-    except ImportError as exc:
-        raise MissingDependencyError("faiss is missing: pip install faiss-cpu (or 'driftrec[gpu]')") from exc
-    return faiss
-
-
 class FaissBackend(Backend):
-    """FAISS flat / HNSW / IVF inner-product index, moved to GPU when faiss sees one."""
+    """FAISS flat / HNSW / IVF inner-product index, split across the GPUs when faiss sees any (not HNSW).
+
+    Rows appended later go into the built index (`append`): FAISS numbers them on from `ntotal`, which
+    is the row order of `VectorIndex`. An IVF index keeps the centroids it was trained on.
+
+    Args:
+        vectors: (n, dim) float32 rows.
+        kind: "flat", "hnsw" or "ivf".
+        hnsw_m: HNSW graph degree.
+        nlist: IVF lists (default √n, at most 4096).
+        nprobe: IVF lists searched per query.
+        prebuilt: a CPU faiss index already holding `vectors` (read from index.faiss), used as is.
+    """
 
     def __init__(self, vectors: np.ndarray, kind: str = "flat", hnsw_m: int = 32, nlist: int | None = None,
                  nprobe: int = 16, prebuilt: Any | None = None) -> None:
         super().__init__(vectors)
-        faiss = _faiss()
+        faiss = faiss_module()
         self.name, self.exact = kind, kind == "flat"
         dim = vectors.shape[1]
         index: Any  # a faiss index (faiss ships no type information)
@@ -123,19 +150,51 @@ class FaissBackend(Backend):
             index.nprobe = nprobe
         if kind == "hnsw":
             index.hnsw.efSearch = 128
-        self.cpu_index = index
-        self.index = index
-        if kind != "hnsw" and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
-            self.index = faiss.index_cpu_to_all_gpus(index)
+        self.cpu_index = index  # kept on the CPU: appended to, and what `write` saves
+        self.index = index if kind == "hnsw" else to_gpus(faiss, index)  # faiss has no GPU HNSW
 
     def search_batch(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
         return scores, rows.astype(np.int64)
 
+    def append(self, vectors: np.ndarray, matrix: np.ndarray) -> bool:
+        self.vectors = matrix
+        if len(vectors):
+            self.cpu_index.add(vectors)
+            if self.index is not self.cpu_index:  # a sharded GPU index takes one add() only: clone again
+                self.index = to_gpus(faiss_module(), self.cpu_index)
+        return True
 
-for _kind in ("flat", "hnsw", "ivf"):  # registered before numpy: "flat" is the default, listed first
+    def write(self, path: Path) -> None:
+        """Save the CPU index with `faiss.write_index` (read back by `index_files.read_faiss`)."""
+        faiss_module().write_index(self.cpu_index, str(path))
+
+
+def _flat(vectors: np.ndarray) -> Backend:
+    """FAISS flat search, or the same exact search in numpy when faiss is not installed."""
+    if faiss_available():
+        return FaissBackend(vectors, kind="flat")
+    log.warning("faiss is not installed: the flat backend searches with numpy (exact, slower on large "
+                "indexes); pip install 'driftrec[cpu]' for FAISS")
+    return NumpyBackend(vectors)
+
+
+# registered before numpy: "flat" is the default, listed first
+BACKENDS.register("flat", _flat)
+for _kind in ("hnsw", "ivf"):
     BACKENDS.register(_kind, partial(FaissBackend, kind=_kind))
 BACKENDS.register("numpy", NumpyBackend)
+
+
+def _qdrant_backend(vectors: np.ndarray, search: str = "exact") -> Backend:
+    """Qdrant collection (retrieval.vectors.qdrant); imported here only when chosen, so qdrant-client stays optional."""
+    from retrieval.vectors import qdrant
+
+    return qdrant.build(vectors, "hnsw" if search == "hnsw" else "exact")
+
+
+BACKENDS.register("qdrant", _qdrant_backend)
+BACKENDS.register("qdrant-hnsw", partial(_qdrant_backend, search="hnsw"))
 
 
 def make_backend(kind: str, vectors: np.ndarray) -> Backend:
@@ -214,6 +273,7 @@ class VectorIndex:
             else:
                 self._text_sha[item_id] = text_sha256(texts[n])
         mask = np.array([i not in self._row for i in item_ids], dtype=bool)
+        replaced = not mask.all()
         for item_id, vec in zip(item_ids, vectors, strict=True):
             if item_id in self._row:
                 self.vectors[self._row[item_id]] = vec
@@ -223,7 +283,9 @@ class VectorIndex:
             for item_id in fresh:
                 self._row[item_id] = len(self.ids)
                 self.ids.append(item_id)
-        self._backend = None
+        # New rows only: a built backend takes them as they are (FAISS add); a replaced vector rebuilds it.
+        if replaced or self._backend is None or not self._backend.append(vectors, self.vectors):
+            self._backend = None
 
     def remove(self, item_ids: Sequence[str]) -> None:
         """Remove items by external id (unknown ids raise UnknownItemError)."""
@@ -234,7 +296,7 @@ class VectorIndex:
         self._row = {item_id: r for r, item_id in enumerate(self.ids)}
         for item_id in item_ids:
             self._text_sha.pop(item_id, None)
-        self._backend = None
+        self._backend = None  # rows after the removed ones move up: the backend is rebuilt on next use
 
     @property
     def backend(self) -> Backend:
@@ -271,21 +333,38 @@ class VectorIndex:
     def save(self, directory: str | Path) -> Path:
         """Write vectors.npy, ids.json, texts.json and manifest.json atomically (temp dir + swap). No pickle.
 
-        The manifest records the embedder, the shape, each file's sha256 and the catalogue fingerprint
-        (`catalog`: sha256 over ids and embedded texts, and the item count; null when unknown).
+        A FAISS backend (flat, hnsw, ivf) is also saved, as index.faiss (`faiss.write_index`), so `load`
+        reads it instead of rebuilding it; it is built here first if no search has built it yet.
+        The manifest records the embedder, the shape, each file's sha256, the catalogue fingerprint
+        (`catalog`: sha256 over ids and embedded texts, and the item count; null when unknown) and the
+        saved FAISS index (`faiss`: its kind and faiss version; null when none was saved).
         """
+        persisted = self._persistable()
+
         def write(tmp: Path) -> None:
             np.save(tmp / "vectors.npy", self.vectors, allow_pickle=False)
             (tmp / "ids.json").write_text(json.dumps(self.ids))
             (tmp / "texts.json").write_text(json.dumps([self._text_sha.get(i) for i in self.ids]))
+            if persisted is not None:
+                persisted.write(tmp / FAISS_FILE)
 
         fingerprint = self.catalog_fingerprint()
         catalog = None if fingerprint is None else {"sha256": fingerprint, "count": len(self.ids),
                                                     "text": TEXT_FUNCTION}
         manifest = {"format": FORMAT, "driftrec_version": __version__, "embedder": self.embedder,
                     "dim": self.dim, "count": len(self.ids), "metric": "inner_product",
-                    "backend": self.backend_name, "catalog": catalog}
-        return write_atomically(directory, ".tmp-index-", write, manifest, FILES)
+                    "backend": self.backend_name, "catalog": catalog,
+                    "faiss": None if persisted is None else {"kind": self.backend_name, "file": FAISS_FILE,
+                                                             "faiss_version": faiss_module().__version__}}
+        files = FILES if persisted is None else (*FILES, FAISS_FILE)
+        return write_atomically(directory, ".tmp-index-", write, manifest, files)
+
+    def _persistable(self) -> FaissBackend | None:
+        """The FAISS backend to save beside the vectors (built now if needed); None for other backends."""
+        if self.backend_name not in FAISS_HEADERS or not self.ids or not faiss_available():
+            return None
+        backend = self.backend
+        return backend if isinstance(backend, FaissBackend) else None
 
     @classmethod
     def load(cls, directory: str | Path, embedder: str | None = None, backend: str | None = None,
@@ -294,6 +373,8 @@ class VectorIndex:
 
         Safe while another process re-saves the same directory: a read that a swap interrupts starts
         over (a bounded number of times), so it returns either the old or the new version, whole.
+        A saved FAISS index (index.faiss) of the backend in use is read, checked against the vectors and
+        used as is; a directory without one (numpy, or saved by an older driftrec) rebuilds it on first use.
 
         Args:
             directory: a directory written by `save`.
@@ -303,7 +384,8 @@ class VectorIndex:
 
         Raises:
             IndexStateError: missing, partial, corrupted or older-format directory, symlinked or
-                non-regular files, another embedder, or another catalogue (the message says what changed).
+                non-regular files, another embedder, another catalogue (the message says what changed), or
+                an index.faiss of another index type, count, dimension or vectors.
         """
         root = Path(directory)
         fix = rebuild_hint(root)
@@ -318,7 +400,7 @@ class VectorIndex:
         def read(manifest: IndexManifest, files: Mapping[str, IO[bytes]]) -> VectorIndex:
             return cls._from_files(root, manifest, files, backend)
 
-        index = read_verified(root, FILES, parse, read, "index", fix)
+        index = read_verified(root, payload_files, parse, read, "index", fix)
         if catalog is not None:
             index.check_catalog(catalog, root)
         return index
@@ -340,6 +422,10 @@ class VectorIndex:
         index._row = {item_id: r for r, item_id in enumerate(ids)}
         index._text_sha = {} if stamp is None else dict(zip(ids, hashes, strict=True))
         index.vectors = vectors
+        saved = manifest.faiss
+        if saved is not None and saved.kind == index.backend_name in FAISS_HEADERS and faiss_available():
+            prebuilt = read_faiss(files[saved.file], root / saved.file, saved.kind, vectors, fix)
+            index._backend = FaissBackend(vectors, saved.kind, prebuilt=prebuilt)
         return index
 
     def check_catalog(self, catalog: Catalog, where: str | Path = "index") -> None:

@@ -14,10 +14,16 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from retrieval.errors import IndexStateError
+from retrieval.vectors.faiss_support import faiss_module
 
 FORMAT = "driftrec-index/2"
 FAMILY = "driftrec-index"
 FILES = ("vectors.npy", "ids.json", "texts.json")
+FAISS_FILE = "index.faiss"
+# The first four bytes `faiss.write_index` writes for the index class of each persisted kind: checked
+# before the file reaches FAISS's deserializer, so it only ever parses the one class expected.
+FAISS_HEADERS = {"flat": b"IxFI", "hnsw": b"IHNf", "ivf": b"IwFl"}
+_SAMPLED_ROWS = 16
 _SHA256 = r"^[0-9a-f]{64}$"
 
 
@@ -42,8 +48,26 @@ class CatalogStamp(BaseModel):
     text: str = "Item.embedding_text"
 
 
+class FaissStamp(BaseModel):
+    """The FAISS index saved beside the vectors, so a load does not rebuild it.
+
+    Attributes:
+        kind: the backend it serves ("flat", "hnsw" or "ivf"; a key of `FAISS_HEADERS`).
+        file: its file name, also listed (with its sha256) in the manifest's `sha256` map.
+        faiss_version: the faiss that wrote it, for the record.
+    """
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+    kind: str = Field(min_length=1)
+    file: Literal["index.faiss"] = "index.faiss"
+    faiss_version: str = ""
+
+
 class IndexManifest(BaseModel):
-    """manifest.json of a saved index; `catalog` is None for an index built from bare vectors."""
+    """manifest.json of a saved index; `catalog` is None for an index built from bare vectors, `faiss`
+    None when no FAISS index was saved (a numpy backend, or a directory written before FAISS indexes were
+    persisted: its index is rebuilt on load)."""
 
     model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
 
@@ -54,6 +78,12 @@ class IndexManifest(BaseModel):
     metric: Literal["inner_product"] = "inner_product"
     backend: str = Field(default="flat", min_length=1)
     catalog: CatalogStamp | None
+    faiss: FaissStamp | None = None
+
+
+def payload_files(manifest: IndexManifest) -> tuple[str, ...]:
+    """The files of the directory that `manifest` describes, each checksummed in its `sha256` map."""
+    return FILES if manifest.faiss is None else (*FILES, manifest.faiss.file)
 
 
 def parse_manifest(root: Path, manifest: dict[str, Any]) -> IndexManifest:
@@ -124,3 +154,53 @@ def read_strings(fh: IO[bytes], path: Path, count: int, fix: str, nullable: bool
     if not all(isinstance(v, str) or (nullable and v is None) for v in value):
         raise IndexStateError(f"{path}: every entry must be a string; {fix}")
     return value
+
+
+def read_faiss(fh: IO[bytes], path: Path, kind: str, vectors: np.ndarray, fix: str) -> Any:
+    """The FAISS index in index.faiss (`faiss.read_index`), checked against the vectors it must hold.
+
+    Args:
+        fh: the checksum-verified file, at its start.
+        path: its path, for messages.
+        kind: the kind the manifest records, a key of `FAISS_HEADERS`.
+        vectors: (n, dim) float32 rows of vectors.npy, in row order.
+        fix: how the user repairs the index, for messages.
+
+    Returns:
+        The CPU faiss index.
+
+    Raises:
+        IndexStateError: another index class, an unreadable file, another metric, count or dimension, or
+            stored rows that differ from vectors.npy (sampled).
+    """
+    faiss = faiss_module()
+    head = fh.read(4)
+    fh.seek(0)
+    if head != FAISS_HEADERS[kind]:
+        raise IndexStateError(f"{path}: not a FAISS {kind} index (header {head!r}); {fix}")
+    try:
+        index = faiss.read_index(faiss.PyCallbackIOReader(fh.read))
+    except RuntimeError as exc:
+        raise IndexStateError(f"{path}: unreadable FAISS index ({_faiss_error(exc)}); {fix}") from None
+    n, dim = vectors.shape
+    if index.metric_type != faiss.METRIC_INNER_PRODUCT or index.d != dim or index.ntotal != n:
+        raise IndexStateError(f"{path}: holds {index.ntotal}×{index.d} vectors (metric {index.metric_type}), but "
+                              f"vectors.npy holds {n}×{dim} for inner product; {fix}")
+    if kind == "ivf":
+        index.make_direct_map()  # IVF rows can be read back only through a direct map
+    rows = np.unique(np.linspace(0, n - 1, min(n, _SAMPLED_ROWS)).astype(np.int64))
+    try:
+        same = all(np.array_equal(index.reconstruct(int(r)), vectors[r]) for r in rows)
+    except RuntimeError as exc:
+        raise IndexStateError(f"{path}: unreadable FAISS index ({_faiss_error(exc)}); {fix}") from None
+    if kind == "ivf":
+        index.set_direct_map_type(faiss.DirectMap.NoMap)
+    if not same:
+        raise IndexStateError(f"{path}: its rows differ from vectors.npy (saved from other vectors); {fix}")
+    return index
+
+
+def _faiss_error(exc: BaseException) -> str:
+    """The useful part of a faiss C++ exception: the last clause of its first line."""
+    line = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return line.rsplit("Error: ", 1)[-1].strip()[:200]

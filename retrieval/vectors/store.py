@@ -168,7 +168,8 @@ class _Swapped(Exception):
     """The pinned directory was replaced or removed while it was read (internal: triggers a retry)."""
 
 
-def read_verified(directory: str | Path, files: Sequence[str], parse: Callable[[dict[str, Any]], M],
+def read_verified(directory: str | Path, files: Sequence[str] | Callable[[M], Sequence[str]],
+                  parse: Callable[[dict[str, Any]], M],
                   read: Callable[[M, Mapping[str, IO[bytes]]], T], what: str, fix: str,
                   attempts: int | None = None) -> T:
     """Read a saved directory as one consistent version, even while `write_atomically` swaps it.
@@ -182,7 +183,8 @@ def read_verified(directory: str | Path, files: Sequence[str], parse: Callable[[
 
     Args:
         directory: the saved directory.
-        files: payload file names, each with a checksum in the manifest's `sha256` map.
+        files: payload file names, each with a checksum in the manifest's `sha256` map; or a function of
+            the parsed manifest that returns them (a directory whose optional files the manifest lists).
         parse: validates the manifest object (a dict) and returns it typed; raises IndexStateError.
         read: builds the result from the parsed manifest and the payload handles (rewound to the start).
         what: what the directory holds, for messages ("index").
@@ -208,7 +210,7 @@ def read_verified(directory: str | Path, files: Sequence[str], parse: Callable[[
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
-def _read_once(root: Path, files: Sequence[str], parse: Callable[[dict[str, Any]], M],
+def _read_once(root: Path, names: Sequence[str] | Callable[[M], Sequence[str]], parse: Callable[[dict[str, Any]], M],
                read: Callable[[M, Mapping[str, IO[bytes]]], T], what: str, fix: str) -> T:
     try:
         dfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -225,6 +227,7 @@ def _read_once(root: Path, files: Sequence[str], parse: Callable[[dict[str, Any]
         try:
             manifest = _read_manifest(root, dfd, what, fix)
             typed = parse(manifest)
+            files = names(typed) if callable(names) else names
             expected = _checksums(root, manifest, files, fix)
             for f in files:  # open everything first: a writer may remove the pinned version soon
                 try:

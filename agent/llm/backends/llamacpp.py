@@ -7,7 +7,6 @@ imported only when the model is first used.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import threading
 from collections.abc import Mapping, Sequence
@@ -24,8 +23,9 @@ from agent.llm.cpu import has_amx, safe_model_params
 from agent.llm.deadline import expired, remaining
 from agent.llm.settings import LLMSettings
 from retrieval.errors import ConfigError, LLMError, LLMTimeoutError, MissingDependencyError
+from retrieval.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class EmbeddedChatModel(BaseChatModel):
