@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,3 +55,18 @@ def planted_shift_dataset(n_users: int = 20, per_phase: int = 12) -> Dataset:
 @pytest.fixture()
 def shift_dataset() -> Dataset:
     return planted_shift_dataset()
+
+
+@pytest.fixture(scope="session")
+def ml100k_retrieval_agent(ml100k_path: Path) -> Any:
+    """The agent `driftrec recommend --llm none --embedder hashing` builds on ml-100k (no reranker, no LLM)."""
+    import argparse
+
+    from agent.agent import RecommenderAgent
+    from driftrec.cli.options import load_data, make_retriever, open_index
+
+    ns = argparse.Namespace(data=str(ml100k_path), on_error="raise", embedder="hashing", model=None,
+                            backend="flat", no_cache=True, retriever="hybrid", seq_model=None, index=None)
+    dataset = load_data(ns)
+    index = open_index(ns, dataset)
+    return RecommenderAgent(dataset, make_retriever(ns, dataset, index), index)

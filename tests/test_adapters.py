@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,17 +13,12 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from agent.adapters import RecommendationRetriever
 from agent.agent import RecommenderAgent
 from agent.limits import MAX_CHAT_MESSAGE_CHARS, MAX_K
-from driftrec.cli.options import load_data, make_retriever, open_index
 from retrieval.errors import ConfigError, DriftrecError, UnknownUserError
 
 
 @pytest.fixture(scope="module")
-def agent(ml100k_path: Path) -> RecommenderAgent:
-    ns = argparse.Namespace(data=str(ml100k_path), on_error="raise", embedder="hashing", model=None,
-                            backend="flat", no_cache=True, retriever="hybrid", seq_model=None, index=None)
-    dataset = load_data(ns)
-    index = open_index(ns, dataset)
-    return RecommenderAgent(dataset, make_retriever(ns, dataset, index), index)
+def agent(ml100k_retrieval_agent: RecommenderAgent) -> RecommenderAgent:
+    return ml100k_retrieval_agent
 
 
 def agent_error(call: Any) -> DriftrecError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from pathlib import Path
@@ -13,7 +12,6 @@ import pytest
 from agent.agent import RecommenderAgent
 from driftrec.cli.export import write_atomic, write_lists
 from driftrec.cli.main import main
-from driftrec.cli.options import load_data, make_retriever, open_index
 from retrieval.candidates.base import Candidate
 from retrieval.errors import ConfigError, DataError
 
@@ -24,13 +22,8 @@ DUPLICATE_TITLE_USERS = ["299", "97"]
 
 
 @pytest.fixture(scope="module")
-def agent(ml100k_path: Path) -> RecommenderAgent:
-    """The agent `driftrec recommend --llm none` builds from the same options (no reranker)."""
-    ns = argparse.Namespace(data=str(ml100k_path), on_error="raise", embedder="hashing", model=None,
-                            backend="flat", no_cache=True, retriever="hybrid", seq_model=None, index=None)
-    dataset = load_data(ns)
-    index = open_index(ns, dataset)
-    return RecommenderAgent(dataset, make_retriever(ns, dataset, index), index)
+def agent(ml100k_retrieval_agent: RecommenderAgent) -> RecommenderAgent:
+    return ml100k_retrieval_agent
 
 
 @pytest.fixture(scope="module")
