@@ -22,7 +22,7 @@ from retrieval.vectors import store
 from retrieval.vectors.faiss_support import to_gpus
 from retrieval.vectors.index import FaissBackend, NumpyBackend, VectorIndex
 
-KINDS = ["flat", "hnsw", "ivf"]
+KINDS = ["hnsw", "ivf"]  # saved as index.faiss; flat is rebuilt from vectors.npy (as fast)
 
 
 def _vectors(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
@@ -67,8 +67,10 @@ def test_a_saved_faiss_index_is_read_not_rebuilt(tmp_path: Path, kind: str, monk
     assert _ids(back, queries) == _ids(idx, queries)
 
 
-def test_a_numpy_index_saves_no_faiss_file_and_another_backend_ignores_it(tmp_path: Path) -> None:
-    d = _make("numpy").save(tmp_path / "np")
+@pytest.mark.parametrize("kind", ["numpy", "flat"])
+def test_numpy_and_flat_indexes_save_no_faiss_file_and_another_backend_ignores_it(tmp_path: Path,
+                                                                                   kind: str) -> None:
+    d = _make(kind).save(tmp_path / kind)
     assert not (d / "index.faiss").exists() and json.loads((d / "manifest.json").read_text())["faiss"] is None
     hnsw = _make("hnsw").save(tmp_path / "hnsw")
     exact = VectorIndex.load(hnsw, backend="numpy")
@@ -94,14 +96,14 @@ def _swap_faiss_file(d: Path, other: Path) -> None:
 
 
 @pytest.mark.parametrize(("make_other", "message"), [
-    (lambda: _make("flat", n=200), "holds 200×32 vectors"),
-    (lambda: _make("flat", dim=16), "holds 300×16 vectors"),
-    (lambda: _make("hnsw"), "not a FAISS flat index (header b'IHNf')"),
-    (lambda: _make("flat", seed=9), "its rows differ from vectors.npy"),
+    (lambda: _make("hnsw", n=200), "holds 200×32 vectors"),
+    (lambda: _make("hnsw", dim=16), "holds 300×16 vectors"),
+    (lambda: _make("ivf"), "not a FAISS hnsw index (header b'IwFl')"),
+    (lambda: _make("hnsw", seed=9), "its rows differ from vectors.npy"),
 ], ids=["count", "dim", "type", "other-vectors"])
 def test_a_faiss_file_that_does_not_match_the_vectors_is_refused(tmp_path: Path, make_other: Any,
                                                                  message: str) -> None:
-    d = _make("flat").save(tmp_path / "ix")
+    d = _make("hnsw").save(tmp_path / "ix")
     _swap_faiss_file(d, make_other().save(tmp_path / "other"))
     with pytest.raises(IndexStateError, match=re.escape(message)) as err:
         VectorIndex.load(d)
@@ -123,7 +125,7 @@ def test_ivf_rows_and_metric_are_checked(tmp_path: Path) -> None:
 
 
 def test_damaged_missing_or_foreign_faiss_files_are_one_line_errors(tmp_path: Path) -> None:
-    d = _make("flat").save(tmp_path / "ix")
+    d = _make("hnsw").save(tmp_path / "ix")
     good = (d / "index.faiss").read_bytes()
     (d / "index.faiss").write_bytes(good[:-100])
     with pytest.raises(IndexStateError, match="checksum mismatch"):
@@ -134,7 +136,7 @@ def test_damaged_missing_or_foreign_faiss_files_are_one_line_errors(tmp_path: Pa
     assert "\n" not in str(err.value)
     (d / "index.faiss").write_bytes(pickle.dumps(np.zeros((300, 32), np.float32)))
     _rechecksum(d)
-    with pytest.raises(IndexStateError, match="not a FAISS flat index"):
+    with pytest.raises(IndexStateError, match="not a FAISS hnsw index"):
         VectorIndex.load(d)
     (d / "index.faiss").unlink()
     with pytest.raises(IndexStateError, match="partial index, index.faiss is missing"):
