@@ -251,3 +251,26 @@ def test_budgets_nest_and_the_tighter_wins() -> None:
         with budget(None):
             assert remaining() is not None  # None adds no limit but keeps the outer one
     assert remaining() is None
+
+
+def test_the_api_key_comes_from_the_environment_or_the_setting_and_never_shows(
+        server, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    seen: list[str | None] = []
+
+    def capture(fault: Fault) -> Respond:
+        def respond(h: BaseHTTPRequestHandler, n: int) -> None:
+            seen.append(h.headers.get("Authorization"))
+            send(h, 200, json.dumps(completion("ok")).encode())
+        return respond
+
+    url, _ = server(capture)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    monkeypatch.setenv("DRIFTREC_LLM_API_KEY", "sk-driftrec")
+    from_env = LLMSettings(backend="vllm", base_url=url, model="m")
+    make_client(from_env).chat([HumanMessage("hi")], max_tokens=4)
+    monkeypatch.delenv("DRIFTREC_LLM_API_KEY")
+    make_client(from_env).chat([HumanMessage("hi")], max_tokens=4)
+    given = LLMSettings(backend="vllm", base_url=url, model="m", api_key="sk-given")
+    make_client(given).chat([HumanMessage("hi")], max_tokens=4)
+    assert seen == ["Bearer sk-driftrec", "Bearer sk-openai", "Bearer sk-given"]
+    assert "sk-given" not in repr(given) and "sk-given" not in given.model_dump_json()

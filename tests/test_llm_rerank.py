@@ -411,3 +411,20 @@ def test_real_smollm2_grammar_json_ranking_is_valid(smollm2, catalog, history, c
     result = rr.rerank(history, candidates[:5])
     check_valid(result, candidates[:5])
     assert result.method == "json" and result.invalid_outputs == 0 and result.hallucinated_ids == 0
+
+
+def test_the_cache_key_covers_the_models_sampling_settings(tmp_path: Path) -> None:
+    class SampledFake(FakeChatModel):
+        temperature: float = 0.0
+        seed: int = 0
+
+    cache = ResponseCache(tmp_path / "responses.sqlite")
+    ask = [HumanMessage("recommend something")]
+    first = LLMClient(SampledFake(replies=["greedy"]), cache=cache).chat(ask)
+    same = LLMClient(SampledFake(replies=["unused"]), cache=cache).chat(ask)
+    hotter = LLMClient(SampledFake(replies=["sampled"], temperature=0.8), cache=cache).chat(ask)
+    reseeded = LLMClient(SampledFake(replies=["other seed"], seed=7), cache=cache).chat(ask)
+    assert (first.text, first.cached) == ("greedy", False)
+    assert (same.text, same.cached) == ("greedy", True)
+    assert (hotter.text, hotter.cached) == ("sampled", False)
+    assert (reseeded.text, reseeded.cached) == ("other seed", False)

@@ -204,6 +204,11 @@ class LLMClient:
         self.timeout_s = timeout_s
         self.slow_call_s = SLOW_CALL_S
         self._errors = transient_errors()
+        # The model's own sampling settings belong in the cache key: another temperature or seed is
+        # another answer.
+        self._sampling = {name: value for name in ("temperature", "seed", "top_p", "top_k")
+                          if isinstance(value := getattr(model, name, None), int | float)
+                          and not isinstance(value, bool)}
 
     def __repr__(self) -> str:
         return f"<LLMClient {self.model_id} {self.capabilities}>"
@@ -237,7 +242,7 @@ class LLMClient:
         kwargs = self._call_kwargs(max_tokens, top_logprobs, json_schema, json_mode, tools, tool_choice)
         key = None
         if self.cache is not None:
-            key = self.cache.key(self.model_id, [_message_dict(m) for m in messages], kwargs)
+            key = self.cache.key(self.model_id, [_message_dict(m) for m in messages], {**kwargs, **self._sampling})
             hit = self.cache.get(key)
             if hit is not None:
                 return ChatReply(text=hit["text"], top_logprobs=hit["top_logprobs"],

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from agent.llm.packaged import CpuFormat
 
@@ -18,7 +19,9 @@ class LLMSettings(BaseModel):
         model: embedded: a packaged model name (see `agent.llm.packaged.PACKAGED`) or a GGUF path;
             servers: the served model name.
         base_url: server URL, e.g. "http://127.0.0.1:8000/v1" (server backends only).
-        api_key: sent to OpenAI-compatible servers (local servers ignore it).
+        api_key: sent to OpenAI-compatible servers (local servers ignore it). None (the default) reads
+            `DRIFTREC_LLM_API_KEY`, then `OPENAI_API_KEY`, else sends "not-needed". Kept as a
+            `SecretStr`: it never appears in a repr or a log.
         temperature: sampling temperature; 0 = greedy (reproducible).
         max_tokens: default generation cap.
         timeout_s: deadline of one LLM call in seconds, connect, read and retries included (all backends;
@@ -40,7 +43,7 @@ class LLMSettings(BaseModel):
     backend: str = "embedded"
     model: str | None = None
     base_url: str | None = None
-    api_key: str = "not-needed"
+    api_key: SecretStr | None = None
     temperature: float = Field(default=0.0, ge=0.0)
     max_tokens: int = Field(default=256, gt=0)
     timeout_s: float = Field(default=60.0, gt=0)
@@ -49,6 +52,12 @@ class LLMSettings(BaseModel):
     seed: int = 0
     cache_dir: Path | None = None
     cpu_format: CpuFormat | None = None
+
+    def resolved_api_key(self) -> str:
+        """The key to send: the setting, else `DRIFTREC_LLM_API_KEY`, else `OPENAI_API_KEY`, else "not-needed"."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        return os.environ.get("DRIFTREC_LLM_API_KEY") or os.environ.get("OPENAI_API_KEY") or "not-needed"
 
     @field_validator("backend")
     @classmethod

@@ -99,6 +99,9 @@ def llm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llm-cpu-format", default=None, choices=tuple(CPU_FORMATS),
                    help="embedded: convert the GGUF once to this type for faster CPU inference (default: "
                         f"{DEFAULT_CPU_FORMAT} for packaged models, original for a GGUF path)")
+    p.add_argument("--llm-api-key", default=None, metavar="KEY",
+                   help="API key for server backends (default: $DRIFTREC_LLM_API_KEY, else $OPENAI_API_KEY; "
+                        "prefer the variables: a flag shows in the process list)")
     p.add_argument("--llm-timeout", type=_positive_seconds, default=60.0, metavar="SECONDS",
                    help="deadline of one LLM call, connect, read and retries included (default 60)")
     p.add_argument("--llm-budget", type=_positive_seconds, default=120.0, metavar="SECONDS",
@@ -224,7 +227,7 @@ def build_agent(args: argparse.Namespace, dataset: Any, index: Any) -> Any:
         cache = None if getattr(args, "no_cache", False) else cache_dir() / "llm"
         client = make_client(LLMSettings(backend=args.llm, model=args.llm_model, base_url=args.llm_url,
                                          max_tokens=120, cache_dir=cache, cpu_format=args.llm_cpu_format,
-                                         timeout_s=args.llm_timeout))
+                                         timeout_s=args.llm_timeout, api_key=getattr(args, "llm_api_key", None)))
         if not args.no_rerank:
             reranker = LLMReranker(client, dataset.catalog)
     config = AgentConfig(chat_k=max(1, getattr(args, "k", 5)), routing=getattr(args, "routing", "auto"),

@@ -70,7 +70,7 @@ def factory(kind: ServerKind) -> Callable[[LLMSettings], BaseChatModel]:
 
         cls = server_chat_class(kind)
         # No retries here: `LLMClient.chat` retries within the call's deadline (429 Retry-After, 5xx).
-        model: BaseChatModel = cls(base_url=settings.base_url, api_key=settings.api_key,
+        model: BaseChatModel = cls(base_url=settings.base_url, api_key=settings.resolved_api_key(),
                                    model=settings.model or "default", temperature=settings.temperature,
                                    max_tokens=settings.max_tokens, timeout=settings.timeout_s, max_retries=0,
                                    seed=settings.seed, http_client=deadline_client(settings.timeout_s))
