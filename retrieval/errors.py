@@ -43,6 +43,12 @@ class UnknownItemError(DriftrecError):
     exit_code = 3
 
 
+class UnknownSessionError(DriftrecError):
+    """A chat session id the server does not hold (never issued, or evicted as least recently used)."""
+
+    exit_code = 3
+
+
 class IndexStateError(DriftrecError):
     """An index directory is missing, partial, corrupted or built with another embedder."""
 

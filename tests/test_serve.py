@@ -21,8 +21,8 @@ import pytest
 
 from agent.llm.servers import free_port, tail
 from driftrec.cli.main import main
-from driftrec.server.errors import UnknownSessionError
 from driftrec.server.sessions import SessionStore
+from retrieval.errors import UnknownSessionError
 from tests.conftest import ML100K
 
 ROOT = Path(__file__).resolve().parents[1]

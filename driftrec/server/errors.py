@@ -23,16 +23,11 @@ from retrieval.errors import (
     LLMError,
     LLMTimeoutError,
     UnknownItemError,
+    UnknownSessionError,
     UnknownUserError,
 )
 
 log = logging.getLogger("driftrec.server")
-
-
-class UnknownSessionError(DriftrecError):
-    """A chat session id the server does not hold (never issued, or evicted as least recently used)."""
-
-    exit_code = 3
 
 
 def http_status(exc: DriftrecError) -> int:

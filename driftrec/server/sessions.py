@@ -8,7 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from agent.types import ChatSession
-from driftrec.server.errors import UnknownSessionError
+from retrieval.errors import UnknownSessionError
 
 
 @dataclass
