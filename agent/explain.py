@@ -189,7 +189,8 @@ class Explainer:
                 f"categories listed in the evidence, and nothing else.")]
         # Rejection reasons can quote the prompt (a user's message): WARNING has their kinds, DEBUG the text.
         kinds = sorted({e.split(":")[0].split("(")[0].strip()[:60] for e in errors})
-        log.warning("explanation fell back to the template text after %d attempt(s): %s", attempts,
+        # INFO, not WARNING: small models often end here, and the text is flagged "template" already.
+        log.info("explanation fell back to the template text after %d attempt(s): %s", attempts,
                     "; ".join(kinds) or "no attempt made")
         log.debug("explanation rejections: %s", errors)
         final = len(self.checker.check(template, titles, categories, prompt).ungrounded)
