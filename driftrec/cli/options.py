@@ -274,7 +274,7 @@ def check_out_path(path: Path, flag: str, suffixes: tuple[str, ...] = ()) -> Pat
         raise ConfigError(f"{flag} {path}: give a file name ending in {wanted}")
     if not suffixes and path.exists() and not path.is_dir():
         raise ConfigError(f"{flag} {path} is a file, not a directory: give a directory to write into")
-    ancestor = next(p for p in path.absolute().parents if p.exists())
-    if not ancestor.is_dir():
-        raise ConfigError(f"{flag} {path}: {ancestor} is a file, so nothing can be written below it")
+    from retrieval.vectors.store import check_not_below_a_file
+
+    check_not_below_a_file(path, f"{flag} {path}")
     return path

@@ -84,15 +84,20 @@ def write_atomically(directory: str | Path, prefix: str, write: Callable[[Path],
     return target
 
 
+def check_not_below_a_file(path: Path, label: str) -> None:
+    """Refuse (ConfigError, starting with `label`) a path whose nearest existing ancestor is a file."""
+    ancestor = next(p for p in Path(path).absolute().parents if p.exists())
+    if not ancestor.is_dir():
+        raise ConfigError(f"{label}: {ancestor} is a file, so nothing can be written below it")
+
+
 def check_replaceable(target: Path, kind: str) -> None:
     """Refuse (ConfigError) unless `target` is absent, empty, or a driftrec directory of `kind`.
 
     `kind` is a manifest format family such as "driftrec-index"; commands call this before long work.
     """
     target = Path(target).absolute()
-    ancestor = next(p for p in target.parents if p.exists())
-    if not ancestor.is_dir():
-        raise ConfigError(f"{target}: {ancestor} is a file, so nothing can be written below it")
+    check_not_below_a_file(target, str(target))
     if not target.exists() and not target.is_symlink():
         return
     if target.is_symlink() or not target.is_dir():
