@@ -19,8 +19,9 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.tools import StructuredTool
 from pydantic import ConfigDict, WithJsonSchema, create_model
 
+from agent.chat.session import ChatSession
 from agent.limits import MAX_CHAT_MESSAGE_CHARS, MAX_K, check_count
-from agent.types import ChatSession, Recommendation
+from agent.types import Recommendation
 
 if TYPE_CHECKING:
     from agent.agent import RecommenderAgent

@@ -3,22 +3,18 @@
 The agent composes parts built elsewhere: a `CandidateGenerator` (e.g. `InterestRetriever`), the
 `LLMReranker`, the `Explainer` and the interest-evolution summary. Chat replies are assembled from
 typed results (grounded texts, catalogue titles), never from free LLM prose, so a prompt injection in
-the user's message can at most change which of the fixed intents runs.
+the user's message can at most change the parsed request, which is validated against the catalogue.
 """
 
 from __future__ import annotations
 
-import re
-from collections import Counter
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from agent.chat.llm_parse import PARSE_MODES, ParseMode
 from agent.explain import ExplainConfig, Explainer
-from agent.grounding import display_title, title_aliases
-from agent.intent import Route, route
 from agent.limits import (
     MAX_EXPLAINED,
     MAX_K,
@@ -31,26 +27,16 @@ from agent.limits import (
 from agent.llm.client import LLMClient
 from agent.llm.deadline import budget, expired
 from agent.seen_titles import SeenTitles
-from agent.types import (
-    ROUTINGS,
-    ChatReply,
-    ChatSession,
-    Diagnostics,
-    Explanation,
-    GroundedText,
-    Recommendation,
-    Routing,
-)
+from agent.types import Diagnostics, Explanation, GroundedText, Recommendation
 from retrieval.candidates.base import Candidate, CandidateGenerator
-from retrieval.data.model import Dataset, Event, Item
+from retrieval.data.model import Dataset, Event
 from retrieval.errors import ConfigError, UnknownItemError
+from retrieval.vectors.embed import Embedder
 from retrieval.vectors.index import VectorIndex
 
-_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
-             "eighth": 8, "ninth": 9, "tenth": 10}
-_ORDINAL = re.compile(r"^(?:the\s+)?(?:(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth)"
-                      r"(?:\s+one)?|(?:number|no\.?|#)\s*(\d+))$", re.IGNORECASE)
-
+if TYPE_CHECKING:
+    from agent.chat.reply import ChatReply
+    from agent.chat.session import ChatSession
 
 @dataclass(frozen=True)
 class AgentConfig:
@@ -59,7 +45,10 @@ class AgentConfig:
     Attributes:
         candidates: retrieval depth handed to the reranker (at most `agent.limits.MAX_K`).
         period: interest-timeline window ("day", "week", "month", "events:N").
-        routing: chat routing: "auto" (tools when supported, else LLM), "tools", "llm", "keywords".
+        parsing: how chat messages are parsed: "rules" (the deterministic parser; the default, as the
+            packaged LLMs do not parse better, docs/chat.md), "rules+llm" (also the
+            LLM under constrained output, merged), "auto" (the LLM too, when the backend can constrain
+            its output and the rules found nothing but the intent or no intent: `agent.chat.llm_parse.needs_llm`).
         chat_k: items per chat reply (each explained: at most `agent.limits.MAX_EXPLAINED`).
         recent_events: events that define "what I watched lately" for the "different" intent.
         llm_budget_s: LLM time one recommendation may spend (rerank, explanations, shift text), on top of
@@ -70,7 +59,7 @@ class AgentConfig:
 
     candidates: int = 20
     period: str = "week"
-    routing: Routing = "auto"
+    parsing: ParseMode = "rules"
     chat_k: int = 5
     recent_events: int = 20
     llm_budget_s: float | None = 120.0
@@ -81,8 +70,8 @@ class AgentConfig:
         check_count(self.recent_events, "recent_events", None)
         if self.llm_budget_s is not None and not self.llm_budget_s > 0:
             raise ConfigError(f"llm_budget_s must be > 0 seconds or None, got {self.llm_budget_s}")
-        if self.routing not in ROUTINGS:  # a dataclass does not check its Literal at run time
-            raise ConfigError(f"unknown routing {self.routing!r}; valid: {', '.join(ROUTINGS)}")
+        if self.parsing not in PARSE_MODES:  # a dataclass does not check its Literal at run time
+            raise ConfigError(f"unknown parsing {self.parsing!r}; valid: {', '.join(PARSE_MODES)}")
 
 
 class RecommenderAgent:
@@ -96,11 +85,14 @@ class RecommenderAgent:
         reranker: an `agent.rerank.LLMReranker` (or anything with `rerank(history, candidates)`); None = none.
         explainer: defaults to an `Explainer` over `client`.
         config: agent settings.
+        embedder: the embedder of `index`, for free-text preferences in chat ("something dark and funny");
+            None = such text only reaches the reranker's prompt.
     """
 
     def __init__(self, dataset: Dataset, generator: CandidateGenerator, index: VectorIndex | None = None,
                  client: LLMClient | None = None, reranker: Any = None, explainer: Explainer | None = None,
-                 config: AgentConfig | None = None, explain_config: ExplainConfig | None = None) -> None:
+                 config: AgentConfig | None = None, explain_config: ExplainConfig | None = None,
+                 embedder: Embedder | None = None) -> None:
         self.dataset = dataset
         self.catalog = dataset.catalog
         self.generator = generator
@@ -111,8 +103,8 @@ class RecommenderAgent:
         self.config = config or AgentConfig()
         self._evolutions: dict[str, Any] = {}
         self._shifts: dict[str, GroundedText] = {}
-        self._aliases: dict[str, list[str]] | None = None
-        self._popularity: Counter[str] | None = None
+        self.embedder = embedder
+        self._responder: Any = None
         self.seen_titles = SeenTitles(dataset.catalog)
 
     def history(self, user_id: str) -> tuple[Event, ...]:
@@ -149,15 +141,49 @@ class RecommenderAgent:
         depth = self.seen_titles.depth(history, max(self.config.candidates, k) + len(skip))
         generated = [c for c in self.generator.generate(history, depth) if c.item_id not in skip]
         candidates = self.seen_titles.keep(history, generated)
+        diag = Diagnostics(candidates=len(candidates), generator=self.generator.name,
+                           dropped_seen_titles=len(generated) - len(candidates))
         with budget(self.config.llm_budget_s):
-            result = None
-            if self.reranker is not None and candidates:
-                result = self.reranker.rerank(history, candidates)
-            diag = Diagnostics(candidates=len(candidates), generator=self.generator.name,
-                               dropped_seen_titles=len(generated) - len(candidates), rerank=result)
-            if result is not None:
-                candidates = list(result.candidates)
-            return self._package(user_id, history, candidates[:k], explain, diag, k)
+            return self.rank(user_id, history, candidates, k, explain, diag=diag)
+
+    def recommend_batch(self, user_ids: Sequence[str], k: int = 10, explain: bool = True,
+                        max_concurrency: int | None = None) -> list[Recommendation]:
+        """`recommend` for many users, at most `max_concurrency` at once, results in input order.
+
+        A server backend (vLLM) batches the concurrent LLM calls; the embedded model serves one at a
+        time. None = the client's default (`LLMClient.default_concurrency`: 1 embedded, 8 for servers;
+        1 without a client). Each recommendation keeps its own LLM budget (`AgentConfig.llm_budget_s`).
+
+        Raises:
+            as `recommend`, for the first user that fails.
+        """
+        from agent.concurrency import map_bounded
+
+        limit = max_concurrency or (self.client.default_concurrency if self.client is not None else 1)
+        return map_bounded(lambda u: self.recommend(u, k=k, explain=explain), list(user_ids), limit)
+
+    def rank(self, user_id: str, history: Sequence[Event], candidates: Sequence[Candidate], k: int,
+             explain: bool = True, request: str | None = None, diag: Diagnostics | None = None) -> Recommendation:
+        """Rerank given candidates (by the reranker when set), keep the top k, explain them.
+
+        Args:
+            user_id: the user (for the interest-shift text).
+            history: the user's events, oldest first.
+            candidates: candidates in retrieval order, best first (already filtered by the caller).
+            k: items to keep.
+            explain: add explanations and the interest-shift text.
+            request: the chat message the list answers, shown to the reranker as quoted data.
+            diag: diagnostics so far (candidates, generator, ...).
+        """
+        result = None
+        if self.reranker is not None and candidates:
+            result = (self.reranker.rerank(history, candidates, request=request) if request is not None
+                      else self.reranker.rerank(history, candidates))
+        diag = (diag or Diagnostics(candidates=len(candidates), generator=self.generator.name)).model_copy(
+            update={"rerank": result})
+        if result is not None:
+            candidates = list(result.candidates)
+        return self._package(user_id, history, candidates[:k], explain, diag, k)
 
     def _exclusions(self, exclude: Sequence[str]) -> set[str]:
         skip = set(check_item_ids(exclude, "exclude"))
@@ -172,8 +198,13 @@ class RecommenderAgent:
         items = tuple(c.item_id for c in picks)
         explanations: tuple[Explanation, ...] = ()
         shift = None
-        if explain:
-            explanations = tuple(self.explainer.explain(history, items))
+        if explain:  # evidence only where it is read: lists without explanations stay as cheap as before
+            start = time.perf_counter()
+            picks = self._with_evidence(history, picks)
+            diag = diag.model_copy(update={"evidence_s": time.perf_counter() - start})
+            rising = self.evolution(user_id).short_term
+            explanations = tuple(self.explainer.explain(history, items, evidence={c.item_id: c.evidence for c in picks},
+                                                        rising=rising))
             shift = self.interest_shift(user_id)
             diag = diag.model_copy(update={
                 "explanations_template": sum(e.text.source == "template" for e in explanations),
@@ -182,7 +213,31 @@ class RecommenderAgent:
             diag = diag.model_copy(update={"short_list": True})
         return Recommendation(user=user_id, items=items, titles=tuple(self.catalog[i].title for i in items),
                               scores=tuple(float(c.score) for c in picks), explanations=explanations,
-                              interest_shift=shift, diagnostics=diag)
+                              interest_shift=shift, diagnostics=diag, evidence=tuple(c.evidence for c in picks))
+
+    def explain_items(self, user_id: str, item_ids: Sequence[str]) -> list[Explanation]:
+        """Explanations of given items for a user, citing the evidence the agent's generator gives each item
+        (what `recommend` would cite had it listed them).
+
+        Raises:
+            UnknownUserError: the user is not in the dataset.
+        """
+        history = self.history(user_id)
+        picks = self._with_evidence(history, [Candidate(i, 0.0, self.generator.name) for i in item_ids])
+        return self.explainer.explain(history, list(item_ids), evidence={c.item_id: c.evidence for c in picks},
+                                      rising=self.evolution(user_id).short_term)
+
+    def _with_evidence(self, history: Sequence[Event], picks: Sequence[Candidate]) -> list[Candidate]:
+        """The shown candidates with the generator's evidence, computed for them only (one batch).
+
+        Candidates that carry evidence already (e.g. "more like X") keep it; only the generator's own
+        candidates (reranked or not) are attributed, never items another source added.
+        """
+        own = [c for c in picks if not c.evidence and c.source in (self.generator.name, "rerank")]
+        if not own:
+            return list(picks)
+        found = {c.item_id: c for c in self.generator.with_evidence([history], [own])[0]}
+        return [found.get(c.item_id, c) for c in picks]
 
     def evolution(self, user_id: str) -> Any:
         """The user's `retrieval.evolution.summary.Evolution` (computed once per user)."""
@@ -234,117 +289,40 @@ class RecommenderAgent:
     # ------------------------------------------------------------------ chat
 
     def chat(self, user_id: str, message: str, session: ChatSession | None = None) -> ChatReply:
-        """Answer one chat message; `session` carries what was shown before (updated in place).
+        """Answer one chat message; `session` carries the conversation (updated in place).
+
+        The message is parsed into a typed `ChatRequest` (intent, hard constraints, named titles, free-text
+        preference, k: `agent.chat.parse`, plus the LLM under constrained output when the backend allows,
+        `agent.chat.llm_parse`); the session accumulates the constraints across turns ("no more comedies"
+        stays until lifted); hard constraints filter the candidates, free text and named titles steer
+        them, and the reranker sees the message (`agent.chat.respond`).
 
         Args:
             user_id: user id (UnknownUserError when absent).
-            message: the user's message (untrusted: it only selects one of the fixed intents), non-blank
-                and at most `agent.limits.MAX_CHAT_MESSAGE_CHARS` characters.
-            session: the conversation so far; a new one when None.
+            message: the user's message (untrusted data), non-blank and at most
+                `agent.limits.MAX_CHAT_MESSAGE_CHARS` characters.
+            session: the conversation so far (`agent.chat.session.ChatSession`; save it with `.save(path)`
+                and resume with `ChatSession.load(path)`); a new one when None.
 
         Raises:
             ConfigError: a blank user id; a blank, non-string or too long message; another user's session.
             UnknownUserError: the user is not in the dataset.
         """
-        history = self.history(user_id)
+        from agent.chat.session import ChatSession
+
+        self.history(user_id)
         check_message(message)
         session = session if session is not None else ChatSession(user=user_id)
-        if session.user != user_id:
-            raise ConfigError(f"session belongs to user {session.user!r}, not {user_id!r}")
-        r = route(self.client, message, self.config.routing)
-        diag = Diagnostics(route=r.method, route_fallback=r.fallback, route_overridden=r.overridden,
-                           route_error=r.error or None)
-        handler = {"recommend": self._chat_recommend, "more_like": self._chat_more_like,
-                   "different": self._chat_different, "why": self._chat_why,
-                   "recent_interests": self._chat_recent, "help": self._chat_help}[r.intent]
-        reply = handler(user_id, history, r, session, diag)
-        session.turns.append(("user", message))
-        session.turns.append(("assistant", reply.text))
-        return reply
+        return self.prepare_chat().reply(user_id, message, session)
 
-    def _listing(self, intro: str, rec: Recommendation) -> str:
-        lines = [intro]
-        for n, (item_id, title) in enumerate(zip(rec.items, rec.titles, strict=True), 1):
-            exp = rec.explanation(item_id)
-            lines.append(f"{n}. {display_title(title)}" + (f" — {exp.text.text}" if exp else ""))
-        return "\n".join(lines)
+    def prepare_chat(self) -> Any:
+        """The chat responder with the catalogue's vocabulary (`agent.chat.respond.ChatResponder`), built once;
+        a server calls it before requests can race to build it."""
+        if self._responder is None:
+            from agent.chat.respond import ChatResponder
 
-    def _chat_recommend(self, user_id: str, history: Sequence[Event], r: Route, session: ChatSession,
-                        diag: Diagnostics) -> ChatReply:
-        rec = self.recommend(user_id, self.config.chat_k, explain=True, exclude=session.shown)
-        if not rec.items:
-            return ChatReply(text="I have nothing new left to recommend.", intent="recommend", diagnostics=diag)
-        more = bool(session.shown)
-        session.remember(rec)
-        intro = "Here are more picks you have not seen yet:" if more else "Here are my picks for you:"
-        return ChatReply(text=self._listing(intro, rec), intent="recommend", recommendations=rec, diagnostics=diag)
-
-    def resolve_title(self, text: str | None, among: Sequence[str] | None = None) -> Item | None:
-        """The catalogue item a user's title text means, or None (never a guess from a fragment).
-
-        Tries, case-insensitively: the whole text as a title or alias ("the godfather", "heat (1995)"),
-        then shorter leading parts ("toy story please" → "toy story"), then titles containing the whole
-        text as words (≥ 2 words or ≥ 5 letters); several hits → the most popular.
-
-        Args:
-            text: title as the user wrote it.
-            among: restrict to these item ids (e.g. the items shown in a session).
-        """
-        if not text:
-            return None
-        allowed = set(among) if among is not None else None
-        aliases = self._title_aliases()
-        words = text.lower().split()
-        for n in range(len(words), 0, -1):
-            hits = [i for i in aliases.get(" ".join(words[:n]), ()) if allowed is None or i in allowed]
-            if hits:
-                return self.catalog[self._most_popular(hits)]
-        query = " ".join(words)
-        if len(words) < 2 and len(query) < 5:
-            return None
-        pattern = re.compile(rf"(?<!\w){re.escape(query)}(?!\w)")
-        ids = allowed if allowed is not None else self.catalog.ids
-        hits = [i for i in ids if pattern.search(self.catalog[i].title.lower())]
-        return self.catalog[self._most_popular(hits)] if hits else None
-
-    def _title_aliases(self) -> dict[str, list[str]]:
-        if self._aliases is None:
-            self._aliases = {}
-            for item in self.catalog:
-                for alias in title_aliases(item.title):
-                    self._aliases.setdefault(alias.lower(), []).append(item.id)
-        return self._aliases
-
-    def _most_popular(self, ids: Sequence[str]) -> str:
-        if self._popularity is None:
-            self._popularity = self.dataset.item_popularity()
-        return max(ids, key=lambda i: self._popularity.get(i, 0))  # type: ignore[union-attr]
-
-    def _unknown(self, intent: str, title: str | None, diag: Diagnostics) -> ChatReply:
-        shown = (title or "")[:80]
-        text = (f"I could not find a title matching “{shown}” in the catalogue, so I will not guess. "
-                "Please check the spelling or give the exact title.") if shown else \
-            "Which title do you mean? Please name it."
-        return ChatReply(text=text, intent=intent,  # type: ignore[arg-type]
-                         diagnostics=diag.model_copy(update={"unknown_title": True}))
-
-    def _chat_more_like(self, user_id: str, history: Sequence[Event], r: Route, session: ChatSession,
-                        diag: Diagnostics) -> ChatReply:
-        anchor = self.resolve_title(r.title)
-        if anchor is None:
-            return self._unknown("more_like", r.title, diag)
-        if self.index is None or anchor.id not in self.index:
-            return ChatReply(text=f"I found {display_title(anchor.title)}, but I have no item vectors to find "
-                                  "similar titles.",
-                             intent="more_like", diagnostics=diag.model_copy(update={"no_index": True}))
-        skip = {ev.item for ev in history} | set(session.shown) | {anchor.id}
-        k = self.config.chat_k
-        picks = [Candidate(i, s, "more_like") for i, s in similar_items(self.index, anchor.id, k, skip)]
-        rec = self._package(user_id, history, picks, True, diag.model_copy(update={"anchor": anchor.id}), k)
-        session.remember(rec)
-        intro = f"Titles close to {display_title(anchor.title)} that you have not seen:"
-        return ChatReply(text=self._listing(intro, rec),
-                         intent="more_like", recommendations=rec, diagnostics=rec.diagnostics)
+            self._responder = ChatResponder(self)
+        return self._responder
 
     def recent_categories(self, history: Sequence[Event], n: int = 2) -> tuple[str, ...]:
         """The n most frequent categories among the user's recent events."""
@@ -354,75 +332,3 @@ class RecommenderAgent:
             for c in cats:
                 counts[c] = counts.get(c, 0.0) + 1.0 / len(cats)
         return tuple(sorted(counts, key=lambda c: (-counts[c], c))[:n])
-
-    def _chat_different(self, user_id: str, history: Sequence[Event], r: Route, session: ChatSession,
-                        diag: Diagnostics) -> ChatReply:
-        recent = set(self.recent_categories(history))
-        skip = {ev.item for ev in history} | set(session.shown)
-        k = self.config.chat_k
-        pool = self.generator.generate(history, max(200, 10 * k) + len(session.shown))
-        picks = [c for c in pool if c.item_id not in skip and not recent & set(self.catalog[c.item_id].categories)]
-        if len(picks) < k:
-            # The user's neighbourhood is all one genre: widen to popular items outside the recent genres.
-            popular = self.dataset.item_popularity().most_common()
-            chosen = {c.item_id for c in picks}
-            picks += [Candidate(i, float(n), "popularity") for i, n in popular
-                      if i not in skip and i not in chosen and not recent & set(self.catalog[i].categories)]
-            diag = diag.model_copy(update={"widened_to_popularity": True})
-        rec = self._package(user_id, history, picks[:k], True, diag, k)
-        session.remember(rec)
-        from agent.evidence import join_words
-
-        intro = (f"Something different from the {join_words(sorted(recent))} you watched lately:" if recent
-                 else "Something different from what you watched lately:")
-        return ChatReply(text=self._listing(intro, rec), intent="different", recommendations=rec,
-                         diagnostics=rec.diagnostics)
-
-    def _chat_why(self, user_id: str, history: Sequence[Event], r: Route, session: ChatSession,
-                  diag: Diagnostics) -> ChatReply:
-        if not r.title:
-            if not session.shown:
-                return ChatReply(text="I have not suggested anything yet in this conversation.", intent="why",
-                                 diagnostics=diag)
-            titles = ", ".join(self.catalog[i].title for i in session.shown[-5:])
-            return ChatReply(text=f"Which title do you mean? I suggested: {titles}.", intent="why", diagnostics=diag)
-        shown = self._ordinal(r.title, session) or self.resolve_title(r.title, among=session.shown)
-        if shown is None:
-            item = self.resolve_title(r.title)
-            if item is None:
-                return self._unknown("why", r.title, diag)
-            return ChatReply(text=f"I did not suggest {display_title(item.title)} in this conversation.",
-                             intent="why", diagnostics=diag.model_copy(update={"not_suggested": True}))
-        exp = session.explanations.get(shown.id)
-        if exp is None:
-            exp = self.explainer.explain(history, [shown.id])[0]
-            session.explanations[shown.id] = exp
-        return ChatReply(text=f"I suggested {display_title(shown.title)} because: {exp.text.text}", intent="why",
-                         diagnostics=diag)
-
-    def _ordinal(self, text: str, session: ChatSession) -> Item | None:
-        """ "the first one", "number 2", "#3": a position in the latest list shown."""
-        m = _ORDINAL.search(text)
-        if not m or not session.last:
-            return None
-        pos = _ORDINALS[m.group(1).lower()] if m.group(1) else int(m.group(2))
-        return self.catalog[session.last[pos - 1]] if 1 <= pos <= len(session.last) else None
-
-    def _chat_recent(self, user_id: str, history: Sequence[Event], r: Route, session: ChatSession,
-                     diag: Diagnostics) -> ChatReply:
-        shift = self.interest_shift(user_id)
-        return ChatReply(text=shift.text, intent="recent_interests", interest_shift=shift,
-                         diagnostics=diag.model_copy(update={"shift_source": shift.source}))
-
-    def _chat_help(self, user_id: str, history: Sequence[Event], r: Route, session: ChatSession,
-                   diag: Diagnostics) -> ChatReply:
-        text = ("I can recommend titles for you, find more like a title you name, suggest something different "
-                "from what you watched lately, tell you why I suggested a title, or describe what you have "
-                "been into lately.")
-        return ChatReply(text=text, intent="help", diagnostics=diag)
-
-
-def similar_items(index: VectorIndex, item_id: str, k: int, skip: set[str]) -> list[tuple[str, float]]:
-    """Nearest items to one item, minus `skip`; (item id, cosine) pairs, best first."""
-    hits = index.search(np.asarray(index.vector(item_id), dtype=np.float32), k + len(skip) + 1)
-    return [(i, s) for i, s in hits if i not in skip and i != item_id][:k]

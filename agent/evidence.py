@@ -1,8 +1,8 @@
 """The evidence given to the explainer: what the LLM may mention, as typed records and quoted data lines.
 
 Shift evidence comes from `retrieval.evolution.summary.Evolution` (windows, shifts, long/short term, forecast);
-item evidence is the few history items closest to a recommended item (embedding similarity plus
-shared categories, liked items preferred). Titles enter prompts only through `quote`, as data.
+item evidence is what the candidate generator measured: the history items whose terms made the item's
+score (`retrieval.candidates.base.Evidence`), cited by size. Titles enter prompts only through `quote`, as data.
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import numpy as np
-
 from prompts import data_block, quote
+from retrieval.candidates.base import Evidence, EvidenceKind
 from retrieval.data.model import Catalog, Event
-from retrieval.vectors.index import VectorIndex
 
 # Ratings at or above this (on a 1–5 scale) count as "liked"; lower-rated items are cited only when
 # nothing else is close, since "because you watched X" about a film the user hated reads wrong.
@@ -104,11 +102,22 @@ class ShiftEvidence:
         return data_block("interest_timeline", lines)
 
 
+# Placeholder genres (ml-100k's "unknown") say nothing about a taste, and "unknown" is also a catalogue
+# title, so a sentence naming it would cite a title outside the evidence.
+_PLACEHOLDERS = frozenset({"unknown"})
+
+
+def _real(categories: Sequence[str]) -> tuple[str, ...]:
+    return tuple(c for c in categories if c.lower() not in _PLACEHOLDERS)
+
+
 def _period(windows: Sequence[Any], catalog: Catalog, examples: int, prefer: Sequence[str] = (),
             newest: bool = True) -> Period:
     totals: dict[str, float] = {}
     for w in windows:
         for c, share in w.categories.items():
+            if c.lower() in _PLACEHOLDERS:
+                continue
             totals[c] = totals.get(c, 0.0) + share
     cats = tuple(sorted(totals, key=lambda c: (-totals[c], c))[:3])
     items = [i for w in windows for i in w.items]
@@ -124,8 +133,8 @@ def shift_evidence(evolution: Any, catalog: Catalog, examples: int = 3) -> Shift
     history is one period. Example titles come from the shift's supporting items first.
     """
     windows = tuple(evolution.windows)
-    forecast = tuple(sorted(evolution.forecast, key=lambda c: -evolution.forecast[c])[:3])
-    common: dict[str, Any] = dict(long_term=tuple(evolution.long_term)[:3], short_term=tuple(evolution.short_term)[:3],
+    forecast = _real(sorted(evolution.forecast, key=lambda c: -evolution.forecast[c]))[:3]
+    common: dict[str, Any] = dict(long_term=_real(evolution.long_term)[:3], short_term=_real(evolution.short_term)[:3],
                   forecast=forecast, n_shifts=len(evolution.shifts))
     if not windows:
         return ShiftEvidence(windows=(), recent=_empty_period())
@@ -138,8 +147,8 @@ def shift_evidence(evolution: Any, catalog: Catalog, examples: int = 3) -> Shift
     support = list(shift.supporting_items)
     return ShiftEvidence(windows=windows, earlier=_period(before, catalog, examples, support[::-1]),
                          recent=_period(after, catalog, examples, support, newest=False), shift_at=shift.at,
-                         strength=float(shift.strength), from_categories=tuple(shift.from_categories)[:3],
-                         to_categories=tuple(shift.to_categories)[:3], **common)
+                         strength=float(shift.strength), from_categories=_real(shift.from_categories)[:3],
+                         to_categories=_real(shift.to_categories)[:3], **common)
 
 
 def _empty_period() -> Period:
@@ -149,76 +158,129 @@ def _empty_period() -> Period:
     return Period(now, now, (), ())
 
 
+# Evidence kinds that measure a part in the score (what an explanation cites as the cause), in the
+# order the template speaks of them; "category" and "shift" describe the item, they did not score it.
+SCORE_KINDS: tuple[EvidenceKind, ...] = ("reference", "co_occurrence", "sequence", "content")
+# What each kind says of a cited history item, in the prompt's data lines.
+_LINKS: dict[str, str] = {
+    "co_occurrence": "people who chose it also chose this pick",
+    "content": "close to this pick in content",
+    "sequence": "this pick tends to come after it",
+    "reference": "the title asked about",
+    "category": "shares categories with this pick",
+}
+
+
 @dataclass(frozen=True)
 class ItemEvidence:
     """Evidence for one item's explanation.
 
     Attributes:
         item_id: the recommended item.
-        supporting: history item ids to cite, best first.
+        supporting: the cited items, largest contribution first: history items (or, for "more like X",
+            X) whose evidence produced the score; history items sharing categories when there is none.
+        kinds: cited item → the kind of its largest contribution ("co_occurrence", "content", ...).
+        detail: the typed evidence of the cited items (all sources), and the "shift" example if any.
         dates: history item id → date of the user's event.
         ratings: history item id → the user's rating (None when unrated).
-        shared_categories: categories the item shares with the supporting items.
+        shared_categories: categories the item shares with the cited items.
+        rising: the item's categories that are rising in the user's recent history.
         item_line / titles / categories: what the prompt shows and the check accepts.
     """
 
     item_id: str
     supporting: tuple[str, ...]
+    kinds: Mapping[str, str] = field(default_factory=dict)
+    detail: tuple[Evidence, ...] = ()
     dates: Mapping[str, datetime] = field(default_factory=dict)
     ratings: Mapping[str, float | None] = field(default_factory=dict)
     shared_categories: tuple[str, ...] = ()
+    rising: tuple[str, ...] = ()
     item_line: str = ""
     titles: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     lines: tuple[str, ...] = ()
 
     def as_lines(self) -> str:
-        """The supporting history items as a data block for the prompt."""
+        """The cited items as a data block for the prompt."""
         return data_block("history_items", self.lines)
 
 
-def item_evidence(history: Sequence[Event], item_id: str, catalog: Catalog, index: VectorIndex | None,
-                  n: int = 3) -> ItemEvidence:
-    """The `n` history items that best support recommending `item_id`.
+def cited_items(evidence: Sequence[Evidence], n: int) -> tuple[str, ...]:
+    """The n items an explanation cites: the largest total contributions over all sources.
 
-    Score = cosine similarity of item vectors (when an index is given) + 0.3 × share of the item's
-    categories the history item has. Only the newest `RECENT_EVENTS` events are considered, and liked
-    items (rating ≥ LIKED_RATING or unrated) are preferred.
+    Only evidence that measures a part in the score counts (`SCORE_KINDS`); ties keep first-seen order.
+    """
+    total: dict[str, float] = {}
+    for e in evidence:
+        if e.kind in SCORE_KINDS and e.weight > 0:
+            total[e.item_id] = total.get(e.item_id, 0.0) + e.weight
+    return tuple(sorted(total, key=lambda i: -total[i])[:n])
+
+
+def category_evidence(history: Sequence[Event], item_id: str, catalog: Catalog, n: int = 3) -> tuple[Evidence, ...]:
+    """History items sharing the item's categories (kind "category"): what to say when no score evidence exists.
+
+    Weight = share of the item's categories the history item has; among the newest `RECENT_EVENTS`
+    events, liked ones (rating ≥ LIKED_RATING or unrated) first, newer first on ties.
+    """
+    cats = set(catalog[item_id].categories)
+    if not cats:
+        return ()
+    latest: dict[str, Event] = {ev.item: ev for ev in history[-RECENT_EVENTS:] if ev.item != item_id}
+    scored = [(len(cats & set(catalog[i].categories)) / len(cats), _liked(ev), pos, i)
+              for pos, (i, ev) in enumerate(latest.items())]
+    best = sorted((t for t in scored if t[0] > 0), key=lambda t: (not t[1], -t[0], -t[2]))[:n]
+    return tuple(Evidence(i, w, "category", "category") for w, _, _, i in best)
+
+
+def item_evidence(history: Sequence[Event], item_id: str, catalog: Catalog, *,
+                  evidence: Sequence[Evidence] | None = None, n: int = 3,
+                  rising: Sequence[str] = ()) -> ItemEvidence:
+    """What an explanation of `item_id` may cite: the items whose evidence produced its score.
+
+    Args:
+        history: the user's events, oldest first.
+        item_id: the recommended item.
+        catalog: titles and categories.
+        evidence: the generator's evidence for the item (`Candidate.evidence`); without any, the
+            history items sharing its categories are cited as such (`category_evidence`).
+        n: most items cited.
+        rising: categories rising in the user's recent history (the interest shift's short-term side).
     """
     item = catalog[item_id]
-    recent = [ev for ev in history[-RECENT_EVENTS:] if ev.item != item_id]
-    latest: dict[str, Event] = {ev.item: ev for ev in recent}
-    candidates = list(latest)
-    liked = [i for i in candidates if _liked(latest[i])]
-    pool = liked if len(liked) >= n else candidates
-    sims = similarity(index, item_id, pool)
-    cats = set(item.categories)
-    overlap = np.array([len(cats & set(catalog[i].categories)) / max(1, len(cats)) for i in pool], dtype=np.float32)
-    order = np.argsort(-(sims + 0.3 * overlap), kind="stable")
-    chosen = tuple(pool[j] for j in order[:n])
+    ev = tuple(evidence or ())
+    chosen = cited_items(ev, n)
+    if not chosen:
+        ev = category_evidence(history, item_id, catalog, n)
+        chosen = tuple(e.item_id for e in ev)
+    detail = tuple(e for e in ev if e.item_id in chosen)
+    kinds = {i: max((e for e in detail if e.item_id == i), key=lambda e: e.weight).kind for i in chosen}
+    latest: dict[str, Event] = {e.item: e for e in history}
     shared = tuple(c for c in item.categories if any(c in catalog[i].categories for i in chosen))
-    lines = tuple(
-        f"- {quote(catalog[i].title, 120)} ({', '.join(catalog[i].categories) or 'no categories'}), "
-        f"{latest[i].timestamp:%Y-%m-%d}" + (f", rated {latest[i].rating:g}" if latest[i].rating is not None else "")
-        for i in chosen)
-    ev_cats = tuple(dict.fromkeys([*item.categories, *(c for i in chosen for c in catalog[i].categories)]))
+    up = tuple(c for c in item.categories if c in set(rising))
+    if up:
+        example = next((e.item for e in reversed(history) if set(catalog[e.item].categories) & set(up)), None)
+        if example is not None:
+            detail += (Evidence(example, 0.0, "evolution", "shift"),)
+    lines = [f"- {quote(catalog[i].title, 120)} ({', '.join(catalog[i].categories) or 'no categories'})"
+             + (f", {latest[i].timestamp:%Y-%m-%d}" if i in latest else "")
+             + (f", rated {latest[i].rating:g}" if i in latest and latest[i].rating is not None else "")
+             + f": {_LINKS[kinds[i]]}" for i in chosen]
+    shift_items = [e.item_id for e in detail if e.kind == "shift"]
+    if up:
+        lines.append("- categories rising lately: " + ", ".join(up)
+                     + "".join(f" (most recent: {quote(catalog[i].title, 120)})" for i in shift_items))
+    shown = (*chosen, *shift_items)
+    ev_cats = tuple(dict.fromkeys([*item.categories, *(c for i in shown for c in catalog[i].categories)]))
     item_line = f"{quote(item.title, 120)} ({', '.join(item.categories) or 'no categories'})"
-    return ItemEvidence(item_id=item_id, supporting=chosen, dates={i: latest[i].timestamp for i in chosen},
-                        ratings={i: latest[i].rating for i in chosen}, shared_categories=shared,
-                        item_line=data_block("recommended_item", [item_line]),
-                        titles=(item.title, *(catalog[i].title for i in chosen)), categories=ev_cats, lines=lines)
+    return ItemEvidence(item_id=item_id, supporting=chosen, kinds=kinds, detail=detail,
+                        dates={i: latest[i].timestamp for i in chosen if i in latest},
+                        ratings={i: latest[i].rating for i in chosen if i in latest}, shared_categories=shared,
+                        rising=up, item_line=data_block("recommended_item", [item_line]),
+                        titles=tuple(dict.fromkeys((item.title, *(catalog[i].title for i in shown)))),
+                        categories=ev_cats, lines=tuple(lines))
 
 
 def _liked(event: Event) -> bool:
     return event.rating is None or event.rating >= LIKED_RATING
-
-
-def similarity(index: VectorIndex | None, item_id: str, others: Sequence[str]) -> np.ndarray:
-    """Cosine similarity, shape (len(others),), of one item's vector to others'; zeros without an index."""
-    out = np.zeros(len(others), dtype=np.float32)
-    if index is None or item_id not in index or not others:
-        return out
-    present = [o in index for o in others]
-    rows = index.rows([o for o, ok in zip(others, present, strict=True) if ok])
-    out[np.flatnonzero(present)] = index.vectors[rows] @ index.vector(item_id)
-    return out

@@ -2,7 +2,10 @@
 
 Flow for every text: build the evidence (categories, titles, dates) → ask the LLM → grounding check
 (every catalogue category/title mentioned must be in the evidence; explanations must cite a history
-title) → bounded re-ask with the error → else a template sentence built from the same evidence.
+title, and no history title outside their evidence) → bounded re-ask with the error → else a template
+sentence built from the same evidence. An item's evidence is what its candidate generator measured
+(`Candidate.evidence`): the explanation says which kind it is (co-occurrence, content, sequence, the
+title asked about), so the user reads the reasons that produced the score.
 Small models write poorly, so the template path is written to read well on its own.
 """
 
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,6 +25,7 @@ from agent.llm.client import LLMClient, to_messages
 from agent.llm.deadline import expired
 from agent.types import Explanation, GroundedText
 from prompts import render
+from retrieval.candidates.base import Evidence
 from retrieval.data.model import Catalog, Event
 from retrieval.errors import LLMError, LLMReplyError
 from retrieval.log import get_logger
@@ -34,7 +38,8 @@ _LABEL = re.compile(r"^\s*(?:explanation|answer|description|summary|assistant)\s
 _DATA_BLOCK = re.compile(r"<data name=[^>]*>.*?</data>", re.DOTALL)
 # Small models narrate the task ("the recommended item is", "I'll add a category to the data") instead
 # of doing it; the prompt asks for sentences addressed to "you", so these phrases mark a failed answer.
-_META = re.compile(r"\b(?:the user(?:'s)?|the data|data block|evidence|recommended item|history titles?|"
+_META = re.compile(r"\b(?:the user(?:'s)?|the data|as data|data block|evidence|recommended item|"
+                   r"items that made|history titles?|"
                    r"I'll|I'm|I am|I will|I have|as an AI|language model|summary)\b", re.IGNORECASE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“])")
 
@@ -48,7 +53,7 @@ class ExplainConfig:
         max_tokens: generation cap per answer.
         shift_sentences: most sentences kept from a shift description.
         item_sentences: most sentences kept from an item explanation.
-        supporting: history items given as evidence per explained item.
+        supporting: most items an explanation cites (the largest contributions to the score).
         verb: past-tense verb for the user's behaviour in templates ("watched", "played").
         require_citation: an explanation must name at least one evidence history title.
     """
@@ -80,7 +85,7 @@ class Explainer:
     Args:
         catalog: item catalogue (titles, categories, grounding vocabulary).
         client: LLM client; None writes template texts only (fast, deterministic).
-        index: item vectors for choosing supporting history items by similarity (optional).
+        index: item vectors (kept for callers; explanations cite the generator's evidence, not similarity).
         config: settings.
     """
 
@@ -115,45 +120,55 @@ class Explainer:
 
     # ------------------------------------------------------------------ item explanations
 
-    def supporting_items(self, history: Sequence[Event], item_id: str) -> tuple[str, ...]:
-        """History items to cite for one recommended item (see `agent.evidence.item_evidence`)."""
-        return item_evidence(history, item_id, self.catalog, self.index, self.config.supporting).supporting
-
     def explain(self, history: Sequence[Event], item_ids: Sequence[str],
-                progress: Callable[[int], None] | None = None) -> list[Explanation]:
+                progress: Callable[[int], None] | None = None, *,
+                evidence: Mapping[str, Sequence[Evidence]] | None = None,
+                rising: Sequence[str] = ()) -> list[Explanation]:
         """One grounded explanation per recommended item, same order.
 
         Args:
             history: the user's events, oldest first.
             item_ids: recommended items.
             progress: called with the number of items done (for progress bars).
+            evidence: item id → its generator evidence (`Candidate.evidence`): what the explanation cites.
+                An item without any is explained by the history items sharing its categories, said as such.
+            rising: categories rising in the user's recent history; an item in one says so.
         """
         out = []
+        history_titles = frozenset(self.catalog[ev.item].title for ev in history)
         for n, item_id in enumerate(item_ids, 1):
-            ev = item_evidence(history, item_id, self.catalog, self.index, self.config.supporting)
-            out.append(self.explain_evidence(ev))
+            ev = item_evidence(history, item_id, self.catalog, evidence=(evidence or {}).get(item_id),
+                               n=self.config.supporting, rising=rising)
+            out.append(self.explain_evidence(ev, history_titles))
             if progress is not None:
                 progress(n)
         return out
 
-    def explain_evidence(self, ev: ItemEvidence) -> Explanation:
-        """The explanation of one item from its evidence."""
+    def explain_evidence(self, ev: ItemEvidence, history_titles: frozenset[str] = frozenset()) -> Explanation:
+        """The explanation of one item from its evidence.
+
+        Args:
+            ev: the item's evidence.
+            history_titles: titles of the user's history: an LLM text naming one outside the evidence
+                is rejected (it would give a reason that had no part in the score).
+        """
         item = self.catalog[ev.item_id]
         template = item_template(ev, self.catalog, self.config)
         if not ev.supporting or self.client is None:
-            return Explanation(item_id=item.id, title=item.title, evidence=ev.supporting,
+            return Explanation(item_id=item.id, title=item.title, evidence=ev.supporting, evidence_detail=ev.detail,
                                text=GroundedText(text=template, source="template"))
         user = render("explain", item=ev.item_line, evidence=ev.as_lines())
         cite = tuple(self.catalog[i].title for i in ev.supporting) if self.config.require_citation else ()
         text = self._generate(to_messages(render("system"), user), ev.titles, ev.categories, cite, template,
-                              self.config.item_sentences)
-        return Explanation(item_id=item.id, title=item.title, evidence=ev.supporting, text=text)
+                              self.config.item_sentences, outside=history_titles - set(ev.titles))
+        return Explanation(item_id=item.id, title=item.title, evidence=ev.supporting, evidence_detail=ev.detail,
+                           text=text)
 
     # ------------------------------------------------------------------ the shared loop
 
     def _generate(self, messages: list[BaseMessage], titles: Sequence[str], categories: Sequence[str],
                   must_cite: Sequence[str], template: str, max_sentences: int,
-                  must_name: Sequence[str] = ()) -> GroundedText:
+                  must_name: Sequence[str] = (), outside: frozenset[str] = frozenset()) -> GroundedText:
         start = time.perf_counter()
         if self.client is None:
             return GroundedText(text=template, source="template", latency_s=time.perf_counter() - start)
@@ -176,7 +191,7 @@ class Explainer:
                 errors.append(f"backend: {exc}")
                 break
             text = clean_text(reply.text, max_sentences)
-            problem = self._problem(text, titles, categories, must_cite, prompt, must_name)
+            problem = self._problem(text, titles, categories, must_cite, prompt, must_name, outside)
             if first is None:
                 first = len(self.checker.check(text, titles, categories, prompt).ungrounded) if text else 0
             if problem is None:
@@ -198,8 +213,12 @@ class Explainer:
                             ungrounded_final=final, errors=tuple(errors), latency_s=time.perf_counter() - start)
 
     def _problem(self, text: str, titles: Sequence[str], categories: Sequence[str],
-                 must_cite: Sequence[str], prompt: str = "", must_name: Sequence[str] = ()) -> str | None:
-        """Why a generated text is rejected, or None when it is acceptable."""
+                 must_cite: Sequence[str], prompt: str = "", must_name: Sequence[str] = (),
+                 outside: frozenset[str] = frozenset()) -> str | None:
+        """Why a generated text is rejected, or None when it is acceptable.
+
+        `outside`: history titles that are not evidence; citing one gives a reason that did not score the item.
+        """
         if len(text.split()) < 4:
             return "the answer is empty or too short"
         if echo := _echoed(text, prompt):
@@ -207,6 +226,9 @@ class Explainer:
         if meta := _META.search(text):
             return f"it talks about the prompt or itself ({meta.group(0)!r}) instead of speaking to the user"
         report = self.checker.check(text, titles, categories, prompt)
+        if cited_outside := [t for t in report.titles if t in outside]:
+            listed = ", ".join(repr(t) for t in cited_outside[:5])
+            return f"it cites {listed} from the history, which did not contribute to this recommendation"
         if report.ungrounded:
             listed = ", ".join(repr(m) for m in report.ungrounded[:5])
             return f"it mentions {listed}, which the evidence does not contain"
@@ -250,29 +272,50 @@ def shift_template(ev: ShiftEvidence, config: ExplainConfig) -> str:
 
 
 def item_template(ev: ItemEvidence, catalog: Catalog, config: ExplainConfig) -> str:
-    """One sentence citing up to two supporting history items and the categories they share with the item."""
+    """Sentences citing every cited item, saying which evidence it is; used when no LLM answer passes.
+
+    One sentence per kind of evidence among the cited items (largest first): co-occurrence ("people
+    who watched A also watched X"), sequence ("after A and B, ..."), content, the title asked about, or
+    shared categories; then the categories shared with them, and the interest shift when the item
+    belongs to a rising category.
+    """
     item = catalog[ev.item_id]
     title = display_title(item.title)
+    verb = config.verb
+    sentences: list[str] = []
     if not ev.supporting:
-        return f"{title} is popular with users like you; your history has nothing close to it yet."
-    sharing = [i for i in ev.supporting if set(catalog[i].categories) & set(item.categories)]
-    cited = (sharing or list(ev.supporting))[:2]
-    ratings = [ev.ratings.get(i) for i in cited]
-    if all(r is not None for r in ratings):
-        head = "You rated " + join_words([f"{display_title(catalog[i].title)} {_rating(r)}"
-                                          for i, r in zip(cited, ratings, strict=True)])
-    else:
-        head = f"You {config.verb} " + join_words([display_title(catalog[i].title) for i in cited])
-    shared = [c for c in item.categories if any(c in catalog[i].categories for i in cited)]
-    if shared:
-        cats = join_words(shared)
+        sentences.append(f"{title} is popular with users like you; your history has nothing close to it yet.")
+    groups: dict[str, list[str]] = {}
+    for i in ev.supporting:
+        groups.setdefault(ev.kinds.get(i, "category"), []).append(i)
+    for kind, ids in groups.items():
+        if kind == "sequence" and all(i in ev.dates for i in ids):  # in the order the user consumed them
+            ids = sorted(ids, key=lambda i: ev.dates[i])
+        names = _titles([catalog[i].title for i in ids])
+        if kind == "co_occurrence":
+            sentences.append(f"People who {verb} {names} also {verb} {title}.")
+        elif kind == "sequence":
+            sentences.append(f"After {names}, {title} is a likely next choice.")
+        elif kind == "content":
+            sentences.append(f"{title} is close in content to {names}, which you {verb}.")
+        elif kind == "reference":
+            sentences.append(f"{title} is close to {names}, which you asked about.")
+        else:
+            common = [c for c in item.categories if any(c in catalog[i].categories for i in ids)]
+            sentences.append(f"{title} shares {join_words(common)} with {names}, which you {verb}.")
+    if ev.shared_categories and "category" not in groups:
+        cats = join_words(list(ev.shared_categories))
         article = "an" if cats[:1].lower() in "aeiou" else "a"
-        return f"{head}; {title} is also {article} {cats} title."
-    return f"{head}, and {title} is close to them in content."
-
-
-def _rating(rating: float | None) -> str:
-    return f"{rating:g}/5" if rating is not None and rating <= 5 else f"{rating:g}"
+        sharing = [i for i in ev.supporting if set(catalog[i].categories) & set(ev.shared_categories)]
+        like = ("them" if len(sharing) > 1 else "it") if len(sharing) == len(ev.supporting) else \
+            _titles([catalog[i].title for i in sharing])
+        sentences.append(f"It is {article} {cats} title, like {like}.")
+    if ev.rising:
+        example = next((e.item_id for e in ev.detail if e.kind == "shift"), None)
+        have = "has" if len(ev.rising) == 1 else "have"
+        rise = f"{join_words(list(ev.rising))} {have} been rising in what you {verb} lately"
+        sentences.append(rise + (f", most recently {_titles([catalog[example].title])}." if example else "."))
+    return " ".join(sentences)
 
 
 def _day(when: datetime) -> str:

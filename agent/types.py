@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
-from retrieval.candidates.base import Candidate
+from retrieval.candidates.base import Candidate, Evidence
 
 TextSource = Literal["llm", "regenerated", "template"]
-Intent = Literal["recommend", "more_like", "different", "why", "recent_interests", "help"]
-INTENTS: tuple[str, ...] = ("recommend", "more_like", "different", "why", "recent_interests", "help")
-RouteMethod = Literal["tools", "llm", "keywords"]
 
 
 @dataclass(frozen=True)
@@ -23,7 +20,7 @@ class RerankResult:
         candidates: the input candidates reordered, best first; `score` is the fused score and
             `source` is "rerank" (or the original source on fallback).
         llm_scores: item id → standardised LLM score (empty when no method succeeded).
-        method: "logprobs", "json" or "retrieval" (the method whose scores were used).
+        method: "logprobs", "json", "pointwise" or "retrieval" (the method whose scores were used).
         fallback: True when an LLM was asked but retrieval order was returned.
         retries: re-asks after invalid replies.
         invalid_outputs: replies that could not be used (unparseable, no label, empty, ...).
@@ -35,6 +32,11 @@ class RerankResult:
         cached_calls: calls served from the response cache.
         prompt_tokens: prompt tokens over all calls.
         latency_s: wall time of the whole rerank.
+        backend_retries: HTTP attempts repeated after a 429/5xx (within each call's deadline).
+        top_positions: listwise: per pass, the shown position (0 = label A) of the candidate the model
+            scored highest; how often it is the same position measures position following.
+        llm_parts: pointwise: item id → (log p(item | history), log p(item | no history)), the raw parts
+            of its LLM score (the harness tunes the calibration weight on them).
     """
 
     candidates: list[Candidate]
@@ -51,15 +53,14 @@ class RerankResult:
     cached_calls: int = 0
     prompt_tokens: int = 0
     latency_s: float = 0.0
+    backend_retries: int = 0
+    top_positions: tuple[int, ...] = ()
+    llm_parts: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def item_ids(self) -> list[str]:
         """Reranked item ids, best first."""
         return [c.item_id for c in self.candidates]
-
-# Chat intent routing: "auto" (tool calling where the backend supports it, else the LLM), "tools", "llm", "keywords".
-Routing = Literal["auto", "tools", "llm", "keywords"]
-ROUTINGS: tuple[Routing, ...] = get_args(Routing)
 
 
 class Diagnostics(BaseModel):
@@ -73,16 +74,19 @@ class Diagnostics(BaseModel):
         explanations_template: explanations built from the evidence template (LLM answers rejected or no LLM).
         explanations_regenerated: explanations whose first LLM answer failed grounding and a re-ask passed.
         short_list: fewer items than asked for.
-        route: how the chat intent was decided ("tools", "llm", "keywords"); None outside chat.
-        route_fallback: an LLM route failed and keywords decided instead.
-        route_overridden: a keyword pattern overruled the LLM's intent.
-        route_error: why the LLM route failed.
+        parse_source: which parsers made the chat request ("rules", "rules+llm"); None outside chat.
+        llm_parse_used: the LLM's parse added or changed something in the request.
+        llm_parse_fallback: the LLM was asked to parse the message but its reply was unusable.
+        llm_parse_error: why the LLM's parse was unusable.
+        matching: catalogue items that satisfy the constraints in force (not yet seen or shown).
+        ambiguous_title: the message named a title that several catalogue titles match (asked back).
         unknown_title: the message named a title that is not in the catalogue.
         no_index: "more like" found the title but there are no item vectors.
         anchor: the item id "more like" searched around.
         widened_to_popularity: "different" ran short and added popular items outside the recent genres.
         not_suggested: "why" named a title that was not suggested in this conversation.
         shift_source: how the interest-shift text was obtained.
+        evidence_s: wall time spent attributing the shown items' scores to history items (evidence).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -94,16 +98,19 @@ class Diagnostics(BaseModel):
     explanations_template: int = 0
     explanations_regenerated: int = 0
     short_list: bool = False
-    route: RouteMethod | None = None
-    route_fallback: bool = False
-    route_overridden: bool = False
-    route_error: str | None = None
+    parse_source: Literal["rules", "rules+llm"] | None = None
+    llm_parse_used: bool = False
+    llm_parse_fallback: bool = False
+    llm_parse_error: str | None = None
+    matching: int | None = None
+    ambiguous_title: bool = False
     unknown_title: bool = False
     no_index: bool = False
     anchor: str | None = None
     widened_to_popularity: bool = False
     not_suggested: bool = False
     shift_source: TextSource | None = None
+    evidence_s: float = 0.0
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -169,8 +176,11 @@ class Explanation(BaseModel):
     Attributes:
         item_id: the recommended item.
         title: its title.
-        evidence: history item ids the explanation may cite (most similar first).
+        evidence: history item ids the explanation may cite (largest contribution first); for a "more
+            like X" item, X.
         text: the grounded explanation.
+        evidence_detail: the typed evidence behind `evidence`: each cited item's contribution to the
+            score, the generator that measured it and its kind (co-occurrence, content, sequence, ...).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -179,6 +189,7 @@ class Explanation(BaseModel):
     title: str
     evidence: tuple[str, ...]
     text: GroundedText
+    evidence_detail: tuple[Evidence, ...] = ()
 
 
 class Recommendation(BaseModel):
@@ -192,6 +203,9 @@ class Recommendation(BaseModel):
         explanations: one per item when requested, same order; empty otherwise.
         interest_shift: the grounded description of how the user's interests moved, if requested.
         diagnostics: how the list was made (reranker result, dropped titles, template explanations, ...).
+        evidence: per item, same order as `items`, the generator's evidence for it (history items and their
+            contributions, largest first), so "why X?" can answer later; computed with explanations only
+            (empty tuples otherwise, and for items the generator did not score).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -203,55 +217,8 @@ class Recommendation(BaseModel):
     explanations: tuple[Explanation, ...] = ()
     interest_shift: GroundedText | None = None
     diagnostics: Diagnostics = Diagnostics()
+    evidence: tuple[tuple[Evidence, ...], ...] = ()
 
     def explanation(self, item_id: str) -> Explanation | None:
         """The explanation of one item, or None."""
         return next((e for e in self.explanations if e.item_id == item_id), None)
-
-
-class ChatReply(BaseModel):
-    """The agent's answer to one chat message.
-
-    Attributes:
-        text: what to show the user.
-        intent: the intent the message was routed to.
-        recommendations: the list shown with this reply, if any.
-        interest_shift: the interest-shift text, if the reply includes one.
-        diagnostics: routing method, fallbacks, unknown titles, errors.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    text: str
-    intent: Intent
-    recommendations: Recommendation | None = None
-    interest_shift: GroundedText | None = None
-    diagnostics: Diagnostics = Diagnostics()
-
-
-@dataclass
-class ChatSession:
-    """What one conversation remembers: items shown (with explanations) and the turns so far.
-
-    Attributes:
-        user: the user the session belongs to (a session is never reused across users).
-        shown: item ids already shown, oldest first ("more" excludes them).
-        last: the latest list shown ("why the second one?").
-        explanations: item id → explanation for shown items ("why did you suggest X").
-        turns: (role, text) pairs, user messages stored verbatim as data.
-    """
-
-    user: str
-    shown: list[str] = field(default_factory=list)
-    last: list[str] = field(default_factory=list)
-    explanations: dict[str, Explanation] = field(default_factory=dict)
-    turns: list[tuple[str, str]] = field(default_factory=list)
-
-    def remember(self, rec: Recommendation) -> None:
-        """Record a shown list."""
-        self.last = list(rec.items)
-        for item in rec.items:
-            if item not in self.shown:
-                self.shown.append(item)
-        for exp in rec.explanations:
-            self.explanations[exp.item_id] = exp

@@ -62,8 +62,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "RerankResult": ("agent.types", "RerankResult"),
     "Recommendation": ("agent.types", "Recommendation"),
     "Diagnostics": ("agent.types", "Diagnostics"),
-    "ChatReply": ("agent.types", "ChatReply"),
-    "ChatSession": ("agent.types", "ChatSession"),
+    "ChatReply": ("agent.chat.reply", "ChatReply"),
+    "ChatSession": ("agent.chat.session", "ChatSession"),
     # harness
     "make_model": ("eval.models", "make_model"),
     "MODELS": ("eval.models", "MODELS"),
@@ -108,12 +108,14 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static checkers and IDEs see the real objects
     from agent.agent import AgentConfig, RecommenderAgent
+    from agent.chat.reply import ChatReply
+    from agent.chat.session import ChatSession
     from agent.limits import MAX_CHAT_MESSAGE_CHARS, MAX_EXPLAINED, MAX_K
     from agent.llm.backends import BACKENDS as LLM_BACKENDS
     from agent.llm.backends import make_client
     from agent.llm.settings import LLMSettings
     from agent.rerank import LLMReranker
-    from agent.types import ChatReply, ChatSession, Diagnostics, Recommendation, RerankResult
+    from agent.types import Diagnostics, Recommendation, RerankResult
     from eval.models import MODELS, make_model
     from retrieval.candidates.base import Candidate, CandidateGenerator
     from retrieval.candidates.registry import GENERATORS, make_generator

@@ -111,7 +111,7 @@ def bench(name: str, settings: LLMSettings, catalog, work, config: RerankConfig,
         results.append(rr.rerank(history, cands))
         # One grounded explanation of the top item: LLM answer, re-asks, else the template.
         client.prompt_tokens.clear()
-        ev = item_evidence(history, results[-1].item_ids[0], catalog, None, explainer.config.supporting)
+        ev = item_evidence(history, results[-1].item_ids[0], catalog, n=explainer.config.supporting)
         explained.append(explainer.explain_evidence(ev).text)
         explain_tokens.append(client.prompt_tokens[0] if client.prompt_tokens else 0)
     ex_lat = np.array([t.latency_s for t in explained])

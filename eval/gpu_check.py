@@ -4,6 +4,9 @@ Run: `python -m eval.gpu_check [--n 100000] [--dim 384]`; it takes well under a 
 one line per check and what is missing, and exits 0 when every check passed, 1 when one failed or a
 piece is missing (no CUDA torch, no faiss-gpu, or two FAISS wheels over each other).
 
+With `--llm-url`, also the LLM rerank throughput through a vLLM server with 1 vs 8 concurrent requests
+(`check_llm_throughput`).
+
 Checks: torch sees CUDA and a matrix product agrees with the CPU; the sentence-transformers embedder on
 "cuda" agrees with the CPU one; FAISS flat and IVF indexes land on the GPUs (`IndexShards` over them when
 there are several, see `faiss_support.to_gpus`), flat agrees with exact numpy search, an index saved with
@@ -123,16 +126,49 @@ def _on_gpu(where: str, ngpu: int) -> bool:
     return where == "IndexShards" if ngpu > 1 else where.startswith("GpuIndex")
 
 
+def check_llm_throughput(report: Report, url: str, model: str | None, users: int, min_ratio: float) -> None:
+    """Reranks/s through a vLLM server with 1 vs 8 concurrent requests, both rerank methods.
+
+    The same measurement as `python -m eval.bench_throughput --url URL` (direct path). On a GPU the
+    server batches concurrent requests, so 8 in flight must give at least `min_ratio` times the
+    reranks/s of one; every rerank must come back without falling back to retrieval order.
+    """
+    from agent.llm import LLMSettings
+    from eval.bench_throughput import direct_run, workload
+
+    settings = LLMSettings(backend="vllm", base_url=url, model=model, timeout_s=120.0)
+    catalog, pool = workload(4 * users + 2, seed=0)
+    direct_run(settings, "logprobs", 1, pool[-2:], catalog)  # connect and warm up outside the timings
+    for m_i, method in enumerate(("logprobs", "pointwise")):
+        rows = [direct_run(settings, method, level, pool[(2 * m_i + c_i) * users:(2 * m_i + c_i + 1) * users],
+                           catalog) for c_i, level in enumerate((1, 8))]
+        for row in rows:
+            report.line(row.fallbacks == 0, f"{method}: {row.concurrency} concurrent: {row.reranks_per_s:.2f} "
+                                            f"reranks/s, p50 {row.latency_p50_s:.2f} s, {row.fallbacks} fallbacks")
+        ratio = rows[1].reranks_per_s / rows[0].reranks_per_s
+        report.line(ratio >= min_ratio, f"{method}: 8 vs 1 concurrent = {ratio:.2f}x (want ≥ {min_ratio:g}x)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=100_000, help="synthetic vectors for the FAISS checks (default 100000)")
     ap.add_argument("--dim", type=int, default=384, help="their dimension (default 384)")
     ap.add_argument("--skip-embedder", action="store_true", help="skip the sentence-transformers check")
+    ap.add_argument("--skip-faiss", action="store_true", help="skip the FAISS checks")
+    ap.add_argument("--llm-url", default=None,
+                    help="also check rerank throughput against this vLLM server (e.g. http://127.0.0.1:8000/v1)")
+    ap.add_argument("--llm-model", default=None, help="the served model name for --llm-url")
+    ap.add_argument("--llm-users", type=int, default=32, help="reranks per throughput run (default 32)")
+    ap.add_argument("--llm-min-ratio", type=float, default=2.0,
+                    help="required reranks/s gain of 8 concurrent requests over 1 (default 2)")
     args = ap.parse_args(argv)
     report = Report()
     if check_torch(report) and not args.skip_embedder:
         check_embedder(report)
-    check_faiss(report, args.n, args.dim)
+    if not args.skip_faiss:
+        check_faiss(report, args.n, args.dim)
+    if args.llm_url:
+        check_llm_throughput(report, args.llm_url, args.llm_model, args.llm_users, args.llm_min_ratio)
     print("all checks passed" if not report.failed else f"{report.failed} check(s) failed or missing")
     return 1 if report.failed else 0
 

@@ -1,8 +1,10 @@
 """Grounding figures: how often LLM explanations and interest-shift texts mention things outside their evidence.
 
     python -m eval.grounding_eval --users 100            # ml-100k, embedded default LLM, k=2 items per user
+    python -m eval.grounding_eval --users 100 -k 5 --generator hybrid   # the default generator's top-5
 
-Per user (a seeded sample): the retriever's top-k items are explained and the interest shift is
+Per user (a seeded sample, the same users as `eval.faithfulness` for the same seed): the generator's
+top-k items are explained from their evidence (`Candidate.evidence`) and the interest shift is
 described. For every text it records the first LLM answer's ungrounded mentions (before the check),
 the final text's ungrounded mentions re-checked independently (after the check), whether the first
 answer was kept, regenerated or replaced by the template, and the wall time. Rows are appended to a
@@ -14,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import time
 from collections.abc import Sequence
@@ -32,12 +33,14 @@ def run_user(user: str, dataset: Any, index: Any, retriever: Any, explainer: Any
 
     history = dataset.history(user)
     rows = []
-    items = [c.item_id for c in retriever.generate(history, k)]
-    for exp in explainer.explain(history, items):
-        ev = item_evidence(history, exp.item_id, dataset.catalog, index, explainer.config.supporting)
+    evo = summarize_evolution(user, history, dataset.catalog, index)
+    top = retriever.with_evidence([history], [retriever.generate(history, k)])[0]
+    evidence = {c.item_id: c.evidence for c in top}
+    for exp in explainer.explain(history, list(evidence), evidence=evidence, rising=evo.short_term):
+        ev = item_evidence(history, exp.item_id, dataset.catalog, evidence=evidence[exp.item_id],
+                           n=explainer.config.supporting, rising=evo.short_term)
         final = explainer.checker.check(exp.text.text, ev.titles, ev.categories, ev.item_line + ev.as_lines())
         rows.append(_row(user, "explanation", exp.text, len(final.ungrounded)))
-    evo = summarize_evolution(user, history, dataset.catalog, index)
     sev = shift_evidence(evo, dataset.catalog)
     text = explainer.describe_shift_evidence(sev)
     final = explainer.checker.check(text.text, sev.titles, sev.categories, sev.as_lines())
@@ -104,14 +107,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--llm-url", default=None)
     p.add_argument("--max-attempts", type=int, default=2, help="LLM answers per text before the template")
     p.add_argument("--embedder", default="sentence-transformers", choices=("sentence-transformers", "hashing"))
+    p.add_argument("--generator", default="interest", help="candidate generator by name (e.g. hybrid)")
+    p.add_argument("--verb", default="watched", help="past-tense verb of the templates (e.g. played)")
     p.add_argument("--out", type=Path, default=Path("grounding_rows.jsonl"), help="JSONL rows (appended)")
     p.add_argument("--resume", action="store_true", help="skip users already in --out")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from agent.explain import ExplainConfig, Explainer
-    from retrieval.candidates.interest import InterestRetriever
-    from retrieval.candidates.popularity import PopularityGenerator
+    from eval.faithfulness import sample_users
+    from retrieval.candidates.registry import make_generator
     from retrieval.data.datasets import load_dataset
     from retrieval.vectors.build import build_index, default_cache
     from retrieval.vectors.embed import make_embedder
@@ -123,9 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from agent.llm import LLMSettings, make_client
 
         client = make_client(LLMSettings(backend=args.llm, model=args.llm_model, base_url=args.llm_url))
-    explainer = Explainer(dataset.catalog, client, index, ExplainConfig(max_attempts=args.max_attempts))
-    retriever = InterestRetriever(index, popularity=PopularityGenerator(dataset.histories))
-    users = random.Random(args.seed).sample(dataset.users, min(args.users, len(dataset.users)))
+    explainer = Explainer(dataset.catalog, client, index, ExplainConfig(max_attempts=args.max_attempts,
+                                                                        verb=args.verb))
+    retriever = make_generator(args.generator, index, dataset.histories, dataset.catalog.ids)
+    users = sample_users([u for u in dataset.users if dataset.history(u)], args.users, args.seed)
     done: list[dict[str, Any]] = []
     if args.resume and args.out.is_file():
         done = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]

@@ -101,6 +101,9 @@ class EvalConfig:
         resume: reuse ranks saved in `resume_dir` by an earlier run with the same fingerprint (dataset,
             users, protocol and its settings, model name and kwargs), so an interrupted multi-model
             run restarts at the first unfinished model.
+        max_concurrency: LLM calls in flight at once, given to every factory that declares
+            `max_concurrency` (the `llm-rerank` model); None = each model's default (embedded LLM 1,
+            servers 8).
     """
 
     protocol: ProtocolName = "full"
@@ -119,6 +122,7 @@ class EvalConfig:
     progress: bool = False
     resume_dir: Path | None = None
     resume: bool = False
+    max_concurrency: int | None = None
 
 
 @dataclass
@@ -332,8 +336,9 @@ def _sample_users(split: Split, config: EvalConfig) -> tuple[Stage, Stage]:
 def _instance(model: str | Recommender, config: EvalConfig) -> Recommender:
     if isinstance(model, Recommender):
         return model
+    extra = {} if config.max_concurrency is None else {"max_concurrency": config.max_concurrency}
     kwargs = with_defaults(model, config.model_kwargs.get(model, {}),
-                           {"seed": config.seed, "progress": config.progress, **config.defaults}, strict=True)
+                           {"seed": config.seed, "progress": config.progress, **extra, **config.defaults}, strict=True)
     return make_model(model, **kwargs)
 
 

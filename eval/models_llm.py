@@ -2,9 +2,11 @@
 
 Under `rerank` the candidates carry the retriever's scores; under `llmrank` they do not, and the
 `base` model (default "interest") scores them instead. The LLM score of each candidate is computed
-once per user (standardised logprob or JSON-rank score) and fused:
+once per user (standardised logprob, JSON-rank or pointwise PMI score) and fused:
 fused = (1 - w)·z(retrieval) + w·llm. `tune` picks w on the validation stage from a grid that
-includes 0 (= the retriever alone), so on validation the fusion is never worse than the retriever.
+includes 0 (= the retriever alone), so on validation the fusion is never worse than the retriever;
+for the pointwise method it picks the calibration weight alpha on validation too. Users are reranked
+`max_concurrency` at a time (default: 1 for the embedded model, 8 for a server).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from agent.llm import LLMClient, LLMSettings, make_client
 from agent.narrative import NarrativeConfig
@@ -27,6 +28,7 @@ from retrieval.data.model import Event
 from retrieval.errors import ConfigError
 
 DEFAULT_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 @register("llm-rerank")
@@ -42,6 +44,13 @@ class LLMRerankModel(Recommender):
         weights: grid for tuning, comma-separated or a sequence.
         passes: shuffled passes per rerank (position-bias control).
         history_tokens: narrative token budget.
+        pmi_alphas: pointwise: calibration weights alpha tried on validation (score = log p(item | history)
+            - alpha · log p(item | no history)); comma-separated or a sequence.
+        with_categories: pointwise: score the title plus its categories.
+        shift_summary: add the interest-shift summary line to the prompt.
+        shuffle_all: listwise: shuffle the first pass too (every pass its own permutation).
+        max_concurrency: reranks in flight at once; None = the client's default (embedded 1, servers 8).
+        timeout_s: deadline of one LLM call (`LLMSettings.timeout_s`).
         calibrate: subtract the label prior of a content-free prompt from the logprob scores
             (see `agent.rerank.RerankConfig.calibrate`).
         cpu_format: embedded GGUF conversion ("original", "q8_0", "q4_0", "f16"); "" = the default
@@ -62,7 +71,9 @@ class LLMRerankModel(Recommender):
                  weights: str | Sequence[float] = DEFAULT_WEIGHTS, passes: int = 1, history_tokens: int = 400,
                  cache_dir: str | None = None, base: str = "interest", embedder: str = "sentence-transformers",
                  seed: int = 0, chat_model: Any = None, progress: bool = False, cpu_format: str = "",
-                 calibrate: bool = False) -> None:
+                 calibrate: bool = False, pmi_alphas: str | Sequence[float] = DEFAULT_ALPHAS,
+                 with_categories: bool = False, shift_summary: bool = False, shuffle_all: bool = False,
+                 max_concurrency: int | None = None, timeout_s: float = 60.0) -> None:
         grid = [float(w) for w in (weights.split(",") if isinstance(weights, str) else weights)]
         if not grid or any(not 0.0 <= w <= 1.0 for w in grid):
             raise ConfigError(f"fusion weights must be in [0, 1]: {weights!r}")
@@ -70,15 +81,28 @@ class LLMRerankModel(Recommender):
         self.fusion_weight = None if fusion_weight is None else float(fusion_weight)
         cache = user_cache_dir() / "llm" if cache_dir is None else Path(cache_dir) if cache_dir else None
         self.settings = LLMSettings(backend=backend, model=model, base_url=base_url, seed=int(seed), cache_dir=cache,
+                                    timeout_s=float(timeout_s),
                                     cpu_format=cpu_format or None)  # type: ignore[arg-type]
         self.chat_model = chat_model
-        self.rerank_config = RerankConfig(method=method, fusion_weight=1.0, passes=int(passes), seed=int(seed),
-                                          calibrate=bool(calibrate),
+        self.alphas = sorted({float(a) for a in (pmi_alphas.split(",") if isinstance(pmi_alphas, str) else pmi_alphas)})
+        if not self.alphas:
+            raise ConfigError(f"pmi_alphas must list at least one weight: {pmi_alphas!r}")
+        self.pmi_alpha = 0.5 if 0.5 in self.alphas else self.alphas[0]
+        self.rerank_config = RerankConfig(method=method, fusion_weight=1.0, passes=int(passes), seed=int(seed),  # type: ignore[arg-type]
+                                          calibrate=bool(calibrate), with_categories=bool(with_categories),
+                                          shift_summary=bool(shift_summary), shuffle_all=bool(shuffle_all),
                                           narrative=NarrativeConfig(max_tokens=int(history_tokens)))
+        if max_concurrency is not None and int(max_concurrency) < 1:
+            raise ConfigError(f"max_concurrency must be ≥ 1, got {max_concurrency}")
+        self.max_concurrency = None if max_concurrency is None else int(max_concurrency)
         self.base_name, self.embedder, self.seed = base, embedder, int(seed)
         self.progress = progress
         self.results: list[RerankResult] = []
         self.tuning: dict[str, float] = {}
+        # The last scored stage, per user: retrieval scores and LLM results (for analyses beyond the harness).
+        self.last_retrieval: list[np.ndarray] = []
+        self.last_results: list[RerankResult] = []
+        self.last_candidates: list[Sequence[str]] = []
 
     def fit(self, train: TrainData) -> LLMRerankModel:
         self.train = train
@@ -96,18 +120,20 @@ class LLMRerankModel(Recommender):
 
         LLM scores are zeros for a user whose rerank fell back (the fusion then keeps retrieval order).
         """
+        retrieval, results = self.rerank_stage(inputs, candidates, desc)
+        return retrieval, [llm_array(r, c, self.pmi_alpha) for r, c in zip(results, candidates, strict=True)]
+
+    def rerank_stage(self, inputs: Sequence[Sequence[Event]], candidates: Sequence[Sequence[str]],
+                     desc: str = "llm rerank") -> tuple[list[np.ndarray], list[RerankResult]]:
+        """Per user, the retrieval scores (shape (len(candidates[u]),)) and the rerank result."""
         retrieval = self._retrieval_scores(inputs, candidates)
-        llm: list[np.ndarray] = []
-        for hist, cands, r in tqdm(list(zip(inputs, candidates, retrieval, strict=True)), desc=desc, leave=False,
-                                    disable=not self.progress):
-            cand_objs = [Candidate(i, float(s), "retrieval") for i, s in zip(cands, r, strict=True)]
-            result = self.reranker.rerank(hist, cand_objs)
-            self.results.append(result)
-            # Candidates past the reranker's head were never shown to the LLM: below every judged one,
-            # not at the standardised mean (0.0), which would lift them over below-average items.
-            floor = min(result.llm_scores.values(), default=0.0) - 1.0
-            llm.append(np.array([result.llm_scores.get(i, floor) for i in cands], dtype=np.float64))
-        return retrieval, llm
+        cand_objs = [[Candidate(i, float(s), "retrieval") for i, s in zip(cands, r, strict=True)]
+                     for cands, r in zip(candidates, retrieval, strict=True)]
+        results = self.reranker.rerank_batch(list(inputs), cand_objs, max_concurrency=self.max_concurrency,
+                                             progress=self.progress)
+        self.results.extend(results)
+        self.last_retrieval, self.last_results, self.last_candidates = retrieval, results, list(candidates)
+        return retrieval, results
 
     def score_candidates(self, inputs: Sequence[Sequence[Event]],
                          candidates: Sequence[Sequence[str]]) -> list[np.ndarray]:
@@ -119,28 +145,35 @@ class LLMRerankModel(Recommender):
         raise ConfigError("llm-rerank scores candidates only: use --protocol rerank or llmrank")
 
     def tune(self, validation: ValidationData) -> None:
-        """Pick the fusion weight with the best validation NDCG@10 (ties: the smaller weight)."""
+        """Pick the fusion weight (and, pointwise, the calibration weight alpha) with the best validation
+        NDCG@10; ties go to the smaller weight, then the smaller alpha."""
         if self.fusion_weight is not None and not self.tuning:
             self.tuning = {"fixed": self.fusion_weight}
             return
         if validation.candidates is None:
             raise ConfigError("llm-rerank needs a candidate protocol (rerank or llmrank)")
-        retrieval, llm = self.llm_scores(validation.inputs, validation.candidates, desc="llm rerank (validation)")
-        best_w, best = 0.0, -1.0
-        for w in self.grid:
-            ndcg = float(np.mean([_ndcg10(fuse(r, s, w), cands, target) for r, s, cands, target in
-                                  zip(retrieval, llm, validation.candidates, validation.targets, strict=True)]))
-            self.tuning[f"val_ndcg@10_w{w:g}"] = ndcg
-            if ndcg > best + 1e-12:
-                best_w, best = w, ndcg
-        self.fusion_weight = best_w
+        retrieval, results = self.rerank_stage(validation.inputs, validation.candidates,
+                                               desc="llm rerank (validation)")
+        pointwise = any(r.llm_parts for r in results)
+        best_w, best_a, best = 0.0, self.pmi_alpha, -1.0
+        for a in self.alphas if pointwise else [self.pmi_alpha]:
+            llm = [llm_array(r, c, a) for r, c in zip(results, validation.candidates, strict=True)]
+            for w in self.grid:
+                ndcg = float(np.mean([_ndcg10(fuse(r, s, w), cands, target) for r, s, cands, target in
+                                      zip(retrieval, llm, validation.candidates, validation.targets, strict=True)]))
+                self.tuning[f"val_ndcg@10_w{w:g}" + (f"_a{a:g}" if pointwise else "")] = ndcg
+                if ndcg > best + 1e-12:
+                    best_w, best_a, best = w, a, ndcg
+        self.fusion_weight, self.pmi_alpha = best_w, best_a
         self.validation_results, self.results = self.results, []
 
     def diagnostics(self) -> dict[str, float]:
         """Test-stage counters: invalid-output, fallback and hallucinated-id rates, tokens, latency."""
         out = dict(self.tuning)
         out["fusion_weight"] = float(self.fusion_weight if self.fusion_weight is not None else 0.5)
-        out.update(summarise_results(self.results))
+        if self.rerank_config.method == "pointwise":
+            out["pmi_alpha"] = self.pmi_alpha
+        out.update(summarise_results(self.results, shuffled_first=self.rerank_config.shuffle_all))
         return out
 
     def _retrieval_scores(self, inputs: Sequence[Sequence[Event]],
@@ -162,13 +195,54 @@ class LLMRerankModel(Recommender):
         return [s if s is not None else np.zeros(len(c)) for s, c in zip(out, candidates, strict=True)]
 
 
-def summarise_results(results: Sequence[RerankResult]) -> dict[str, float]:
+def llm_array(result: RerankResult, candidates: Sequence[str], alpha: float) -> np.ndarray:
+    """One user's standardised LLM scores in candidate order, shape (len(candidates),).
+
+    Pointwise results are recomputed from their raw parts with calibration weight `alpha`. Candidates
+    past the reranker's head were never shown to the LLM: below every judged one, not at the
+    standardised mean (0.0), which would lift them over below-average items. A fallback gives zeros.
+    """
+    scores = result.llm_scores
+    if result.llm_parts:
+        ids = [i for i in candidates if i in result.llm_parts]
+        raw = np.array([result.llm_parts[i][0] - alpha * result.llm_parts[i][1] for i in ids])
+        std = float(raw.std()) if raw.size > 1 else 0.0
+        z = (raw - raw.mean()) / std if std > 1e-12 else np.zeros_like(raw)
+        scores = dict(zip(ids, z.tolist(), strict=True))
+    floor = min(scores.values(), default=0.0) - 1.0
+    return np.array([scores.get(i, floor) for i in candidates], dtype=np.float64)
+
+
+def position_following(results: Sequence[RerankResult], shuffled_first: bool = False) -> dict[str, float]:
+    """How much listwise choices follow the label position rather than the item.
+
+    Over the shuffled passes (every pass after the first, or all with `shuffled_first`; with one pass,
+    over the unshuffled ones, where position and retrieval rank coincide): the share of passes whose
+    top choice sits at the most frequent top position, that position (0 = label A), and the share at
+    label A. A model that reads the items picks positions spread over the list (about 1/n each
+    under shuffling); one that follows position keeps picking the same label.
+    """
+    tops = [p for r in results for j, p in enumerate(r.top_positions) if shuffled_first or j > 0]
+    shuffled = 1.0
+    if not tops:
+        tops, shuffled = [p for r in results for p in r.top_positions], 0.0
+    if not tops:
+        return {}
+    counts = np.bincount(np.array(tops))
+    return {"position_modal_share": float(counts.max() / len(tops)), "position_modal": float(counts.argmax()),
+            "position_first_share": float(counts[0] / len(tops)), "position_passes": float(len(tops)),
+            "position_shuffled": shuffled}
+
+
+def summarise_results(results: Sequence[RerankResult], shuffled_first: bool = False) -> dict[str, float]:
     """Rates and distributions over rerank results (empty input → zeros)."""
     n = len(results)
     if n == 0:
         return {"reranks": 0.0}
     lat = np.array([r.latency_s for r in results])
-    return {
+    return {**position_following(results, shuffled_first),
+            "backend_retry_rate": sum(r.backend_retries > 0 for r in results) / n,
+            "method_pointwise_share": sum(r.method == "pointwise" for r in results) / n,
         "reranks": float(n),
         "invalid_output_rate": sum(r.invalid_outputs > 0 for r in results) / n,
         "fallback_rate": sum(r.fallback for r in results) / n,

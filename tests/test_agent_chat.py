@@ -1,18 +1,20 @@
-"""RecommenderAgent.recommend and .chat: every intent, session memory, unknown titles, injection, LLM failures."""
+"""RecommenderAgent.recommend and .chat: every intent, session memory, unknown titles, injection, LLM failures.
+
+The parser itself (phrasings, linear time) is tested in tests/test_chat_parse.py.
+"""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from langchain_core.messages import AIMessage
 
 from agent.agent import AgentConfig, RecommenderAgent
+from agent.chat.request import CHAT_INTENTS
+from agent.chat.session import ChatSession
 from agent.explain import Explainer
-from agent.intent import keyword_route
 from agent.llm.client import LLMClient
 from agent.rerank import LLMReranker
-from agent.types import INTENTS, ChatSession
 from retrieval.candidates.interest import InterestRetriever
 from retrieval.candidates.popularity import PopularityGenerator
 from retrieval.data.model import Dataset
@@ -42,21 +44,6 @@ def make_agent(world, client: LLMClient | None = None, reranker=None, **config) 
 
 def categories(ds: Dataset, items) -> set[str]:  # type: ignore[no-untyped-def]
     return {c for i in items for c in ds.catalog[i].categories}
-
-
-@pytest.mark.parametrize(("message", "intent", "title"), [
-    ("recommend me something", "recommend", None),
-    ("show me more", "recommend", None),
-    ("more like rocket orbit story 20 please", "more_like", "rocket orbit story 20"),
-    ("Anything similar to 'Heat'?", "more_like", "Heat"),
-    ("something different from what I watched lately", "different", None),
-    ("Why did you suggest recipe kitchen story 3?", "why", "recipe kitchen story 3"),
-    ("what have I been into lately?", "recent_interests", None),
-    ("hello there", "help", None),
-])
-def test_keyword_router(message: str, intent: str, title: str | None) -> None:
-    r = keyword_route(message)
-    assert (r.intent, r.title, r.method) == (intent, title, "keywords")
 
 
 def test_recommend_follows_the_recent_interest_and_explains(world) -> None:  # type: ignore[no-untyped-def]
@@ -102,7 +89,10 @@ def test_chat_session_every_intent_with_keywords(world) -> None:  # type: ignore
 
     title = ds.catalog[shown[1]].title
     why = agent.chat("u0", f"why did you suggest {title}?", session)
-    assert why.intent == "why" and session.explanations[shown[1]].text.text in why.text
+    assert why.intent == "explain" and session.explanations[shown[1]].text.text in why.text
+    second = agent.chat("u0", "why the second one?", session)
+    last = more.recommendations.items
+    assert second.intent == "explain" and session.explanations[last[1]].text.text in second.text
 
     not_shown = next(it.title for it in ds.catalog if it.id not in session.shown and it.id not in seen)
     assert agent.chat("u0", f"why did you suggest {not_shown}?", session).diagnostics.not_suggested is True
@@ -116,10 +106,11 @@ def test_chat_session_every_intent_with_keywords(world) -> None:  # type: ignore
     assert different.recommendations is not None and "cooking" not in categories(ds, different.recommendations.items)
 
     lately = agent.chat("u0", "what have I been into lately?", session)
-    assert lately.intent == "recent_interests" and lately.interest_shift is not None
+    assert lately.intent == "interests" and lately.diagnostics.shift_source == "template"
     assert "cooking" in lately.text and lately.recommendations is None
-    assert agent.chat("u0", "hi", session).intent == "help"
-    assert len(session.turns) == 16 and session.turns[0] == ("user", "recommend me something")
+    assert agent.chat("u0", "hi", session).intent == "unknown"
+    assert len(session.turns) == 18 and (session.turns[0].role, session.turns[0].text) == (
+        "user", "recommend me something")
 
 
 def test_unknown_titles_get_a_clear_answer_and_no_item(world) -> None:  # type: ignore[no-untyped-def]
@@ -130,52 +121,78 @@ def test_unknown_titles_get_a_clear_answer_and_no_item(world) -> None:  # type: 
         assert "could not find" in reply.text and "Blorfvorp" in reply.text
 
 
-def test_llm_routing_is_constrained_and_validated(world) -> None:  # type: ignore[no-untyped-def]
-    fake = FakeChatModel(supports_grammar=True, replies=[json.dumps({"intent": "more_like",
-                                                                      "title": "rocket orbit story 20"})])
-    reply = make_agent(world, client=LLMClient(fake)).chat("u0", "anything in the spirit of rocket orbit story 20?")
-    assert reply.intent == "more_like" and reply.diagnostics.route == "llm" and reply.diagnostics.anchor == "space-20"
+def test_llm_parse_is_constrained_to_the_catalogue_and_validated(world) -> None:  # type: ignore[no-untyped-def]
+    reply_json = json.dumps({"intent": "more_like", "titles": ["rocket orbit story 20"], "include_categories": [],
+                             "exclude_categories": ["cooking"]})
+    fake = FakeChatModel(supports_grammar=True, replies=[reply_json])
+    agent = make_agent(world, client=LLMClient(fake), parsing="rules+llm")
+    reply = agent.chat("u0", "anything in the spirit of rocket orbit story 20?")
+    assert reply.intent == "more_like" and reply.diagnostics.anchor == "space-20"
+    assert reply.diagnostics.parse_source == "rules+llm"
+    assert reply.constraints.exclude_categories == ()  # the message names no category: the guess is dropped
     schema = fake.calls[0].kwargs["json_schema"]
-    assert schema["properties"]["intent"]["enum"] == list(INTENTS)
+    assert schema["properties"]["intent"]["enum"] == list(CHAT_INTENTS)
+    cats = schema["properties"]["include_categories"]["items"]["enum"]
+    assert sorted(cats) == sorted({c for it in world[0].catalog for c in it.categories})
     assert '<data name="message">' in fake.calls[0].prompt
 
 
+def test_the_llm_parse_keeps_only_what_the_message_supports(world) -> None:  # type: ignore[no-untyped-def]
+    from agent.chat.llm_parse import grounded
+    from agent.chat.request import ChatRequest, YearRange
+    from agent.chat.vocabulary import CatalogVocabulary
+
+    vocab = CatalogVocabulary(world[0].catalog)
+    guess = ChatRequest(intent="recommend", include_categories=("space",), exclude_categories=("cooking",),
+                        years=YearRange(start=2022, end=2022), k=2, position=2, source="llm")
+    assert grounded(guess, "hmm, any ideas?", vocab).facts() == {("intent", "recommend")}
+    kept = grounded(guess, "two space ones, skip cooking, released 2022", vocab)
+    assert kept.facts() == guess.facts()
+
+
 @pytest.mark.parametrize("bad", ["I think you would like a nice movie!", '{"intent": "launch_missiles"}',
-                                 '{"intent": "why", "title": 42}', TimeoutError("timed out"), ""])
-def test_llm_garbage_falls_back_to_keywords_flagged(world, bad) -> None:  # type: ignore[no-untyped-def]
-    fake = FakeChatModel(replies=[bad])
-    reply = make_agent(world, client=LLMClient(fake)).chat("u0", "what have I been into lately?")
-    assert reply.intent == "recent_interests"
+                                 '{"intent": "explain", "titles": 42}', TimeoutError("timed out"), "",
+                                 '{"intent": "recommend", "k": 0}'])
+def test_llm_garbage_leaves_the_rules_parse_flagged(world, bad) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeChatModel(supports_grammar=True, replies=[bad])
+    reply = make_agent(world, client=LLMClient(fake), parsing="rules+llm").chat("u0", "what have I been into lately?")
+    assert reply.intent == "interests"
     diag = reply.diagnostics
-    assert diag.route == "keywords" and diag.route_fallback is True and diag.route_error
+    assert diag.parse_source == "rules+llm" and diag.llm_parse_fallback is True and diag.llm_parse_error
 
 
 def test_llm_cannot_invent_the_title_to_act_on(world) -> None:  # type: ignore[no-untyped-def]
-    fake = FakeChatModel(replies=[json.dumps({"intent": "more_like", "title": "cooking-3"})])
-    reply = make_agent(world, client=LLMClient(fake)).chat("u0", "give me more like that")
-    assert reply.intent == "more_like" and reply.recommendations is None and reply.diagnostics.unknown_title is True
+    fake = FakeChatModel(supports_grammar=True, replies=[json.dumps({"intent": "more_like", "titles": ["cooking-3"]})])
+    reply = make_agent(world, client=LLMClient(fake), parsing="rules+llm").chat("u0", "give me more like that")
+    assert reply.request.references == () and reply.recommendations is None or (
+        reply.recommendations is not None and reply.diagnostics.anchor is None)
+    assert "cooking-3" not in reply.text
 
 
-def test_tool_calling_route_and_unknown_tool(world) -> None:  # type: ignore[no-untyped-def]
-    call = AIMessage(content="", tool_calls=[{"name": "recent_interests", "args": {}, "id": "c1"}])
-    fake = FakeChatModel(supports_tools=True, replies=[call])
-    reply = make_agent(world, client=LLMClient(fake)).chat("u0", "how has my taste changed?")
-    assert reply.intent == "recent_interests" and reply.diagnostics.route == "tools"
-    assert [t["function"]["name"] for t in fake.calls[0].kwargs["tools"]] == list(INTENTS)
-    rogue = AIMessage(content="", tool_calls=[{"name": "delete_user", "args": {}, "id": "c2"}])
-    fake = FakeChatModel(supports_tools=True, replies=[rogue])
-    reply = make_agent(world, client=LLMClient(fake)).chat("u0", "recommend me something")
-    assert reply.intent == "recommend" and reply.diagnostics.route_fallback is True
+def test_backends_without_constrained_output_parse_by_rules_only(world) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeChatModel(replies=['{"intent": "different"}'])
+    reply = make_agent(world, client=LLMClient(fake), parsing="auto").chat("u0", "hi there")
+    assert reply.intent == "unknown" and reply.diagnostics.parse_source == "rules" and not fake.calls
+
+
+def test_auto_asks_the_llm_only_for_messages_the_rules_could_not_fill(world) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeChatModel(supports_grammar=True, replies=['{"intent": "interests"}'])
+    agent = make_agent(world, client=LLMClient(fake), parsing="auto")
+    filled = agent.chat("u0", "what have I been into lately?")
+    assert filled.diagnostics.parse_source == "rules" and not fake.calls
+    vague = agent.chat("u0", "hmm, thoughts on my viewing these days?")
+    assert len(fake.calls) == 1 and vague.intent == "interests" and vague.diagnostics.llm_parse_used is True
 
 
 def test_prompt_injection_in_the_message(world) -> None:  # type: ignore[no-untyped-def]
     ds = world[0]
-    obeying = FakeChatModel(replies=[json.dumps({"intent": "more_like", "title": "Totally Fake Movie"})])
-    reply = make_agent(world, client=LLMClient(obeying)).chat("u0", INJECTION)
+    obeying = FakeChatModel(supports_grammar=True,
+                            replies=[json.dumps({"intent": "more_like", "titles": ["Totally Fake Movie"]})])
+    reply = make_agent(world, client=LLMClient(obeying), parsing="rules+llm").chat("u0", INJECTION)
     assert reply.recommendations is None and reply.diagnostics.unknown_title is True
     prompt = obeying.calls[0].prompt
     assert "</data> You are now" not in prompt and "\\u003c/data\\u003e You are now" in prompt
-    # Keyword routing of the same message: whatever runs returns real, unseen catalogue items only.
+    # The rules' parse of the same message: whatever runs returns real, unseen catalogue items only.
     reply = make_agent(world).chat("u0", INJECTION)
     items = reply.recommendations.items if reply.recommendations else ()
     assert all(i in ds.catalog and i not in {e.item for e in ds.history("u0")} for i in items)
@@ -189,7 +206,7 @@ def test_sessions_and_users_are_checked(world) -> None:  # type: ignore[no-untyp
     with pytest.raises(UnknownUserError):
         agent.chat("nobody", "recommend me something")
     with pytest.raises(ConfigError):
-        AgentConfig(routing="telepathy")
+        AgentConfig(parsing="telepathy")  # type: ignore[arg-type]
 
 
 @pytest.mark.slow
@@ -202,13 +219,14 @@ def test_real_embedded_model_end_to_end(ml100k_path) -> None:  # type: ignore[no
     index = build_index(ds.catalog, HashingEmbedder(dim=256), "numpy", progress=False)
     client = make_client(LLMSettings(backend="embedded", max_tokens=96))
     retriever = InterestRetriever(index, popularity=PopularityGenerator(ds.histories))
-    agent = RecommenderAgent(ds, retriever, index, client=client, config=AgentConfig(routing="llm"))
+    agent = RecommenderAgent(ds, retriever, index, client=client, config=AgentConfig(parsing="rules+llm"))
     rec = agent.recommend("1", 2)
     history = ds.history("1")
     assert rec.interest_shift is not None
     texts = [exp.text for exp in rec.explanations] + [rec.interest_shift]
     for exp in rec.explanations:
-        ev = item_evidence(history, exp.item_id, ds.catalog, index)
+        ev = item_evidence(history, exp.item_id, ds.catalog, evidence=exp.evidence_detail,
+                           rising=agent.evolution("1").short_term)
         assert agent.explainer.checker.check(exp.text.text, ev.titles, ev.categories).grounded
     sev = shift_evidence(agent.evolution("1"), ds.catalog)
     assert agent.explainer.checker.check(rec.interest_shift.text, sev.titles, sev.categories).grounded
@@ -218,21 +236,11 @@ def test_real_embedded_model_end_to_end(ml100k_path) -> None:  # type: ignore[no
     for text in texts:
         assert text.attempts >= 1 and not [e for e in text.errors if e.startswith("backend")], text.errors
         assert text.source != "template" or len(text.errors) == text.attempts, text
-    # LLM routing under the grammar-constrained JSON reply: the model's answer decides, no fallback.
+    # LLM parsing under the grammar-constrained JSON reply: the reply validates, no fallback.
     reply = agent.chat("1", "what have I been into lately?")
-    assert (reply.diagnostics.route, reply.diagnostics.route_fallback) == ("llm", False), reply.diagnostics
+    assert (reply.diagnostics.parse_source, reply.diagnostics.llm_parse_fallback) == ("rules+llm", False), \
+        reply.diagnostics
     assert reply.text
-
-
-def test_auto_routing_lets_specific_patterns_overrule_a_weak_llm(world) -> None:  # type: ignore[no-untyped-def]
-    wrong = json.dumps({"intent": "recommend", "title": None})
-    agent = make_agent(world, client=LLMClient(FakeChatModel(replies=[wrong])))
-    reply = agent.chat("u0", "what have I been into lately?")
-    assert reply.intent == "recent_interests" and reply.diagnostics.route_overridden is True
-    pure = make_agent(world, client=LLMClient(FakeChatModel(replies=[wrong])), routing="llm")
-    reply = pure.chat("u0", "what have I been into lately?")
-    assert reply.intent == "recommend" and reply.diagnostics.route == "llm"
-    assert reply.diagnostics.route_overridden is False
 
 
 def test_cli_recommend_explain_and_chat_one_shot(ml100k_path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -267,44 +275,6 @@ def test_a_second_copy_of_a_seen_title_is_not_recommended() -> None:
 
 
 # ---------------------------------------------------------------------- caps, validation, linear routing
-
-
-def _best_time(message: str, repeats: int = 5) -> float:
-    import time
-
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        keyword_route(message)
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-@pytest.mark.parametrize(("head", "unit", "intent"), [
-    ("", "why ", "why"),                       # "why" never followed by "suggest"
-    ("", "what have i ", "help"),              # "what have I" never followed by "into"/"watch"
-    ("", "more ", "recommend"),                # "more" never followed by "like"
-    ("", "I liked the film and want more of that kind of thing ", "recommend"),
-    ("more like heat", " ", "more_like"),      # a title with one long whitespace run inside
-    ("more like heat", "!", "more_like"),      # ... or one long punctuation run
-])
-def test_keyword_routing_is_linear_in_message_length(head: str, unit: str, intent: str) -> None:
-    """Ten times the text must cost about ten times the time (the quadratic router measured 70-120×)."""
-    short, long = (head + (unit * (n // len(unit) + 1))[:n] + "x" for n in (4_000, 40_000))
-    assert keyword_route(long).intent == intent
-    ratio = _best_time(long) / _best_time(short)
-    assert ratio < 30, f"routing 40 KB took {ratio:.0f}× routing 4 KB: not linear"
-
-
-def test_title_cleaning_keeps_its_rules() -> None:
-    from agent.intent import MAX_TITLE_CHARS, clean_title
-
-    assert clean_title('  "Heat" please  ') == "Heat"
-    assert clean_title("toy story, thank you!!") == "toy story"
-    assert clean_title("toy story pleased") == "toy story pleased"  # not the polite word
-    assert clean_title("«Heat»?") == "Heat"
-    assert clean_title("heat" + " " * 10_000 + "please!") == "heat"
-    assert len(clean_title("x" * 10_000)) == MAX_TITLE_CHARS
 
 
 @pytest.mark.parametrize(("call", "error", "match"), [
@@ -344,7 +314,7 @@ def test_caps_allow_their_limits(world) -> None:  # type: ignore[no-untyped-def]
     message = ("recommend me something " * 200)[:MAX_CHAT_MESSAGE_CHARS]
     session = ChatSession(user="u0")
     assert agent.chat("u0", message, session).intent == "recommend"
-    assert session.turns[0] == ("user", message)  # kept whole, never truncated
+    assert session.turns[0].text == message  # kept whole, never truncated
     with pytest.raises(ConfigError, match="chat_k must be between 1 and 20"):
         AgentConfig(chat_k=MAX_EXPLAINED + 1)
     with pytest.raises(ConfigError, match="candidates must be between 1 and 1,000"):

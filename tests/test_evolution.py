@@ -11,7 +11,7 @@ import pytest
 
 from eval.research.evolution_synthetic import match_points, score_detector, synthetic_shift_users, windowed
 from eval.research.forecast_gru import GRUForecaster
-from retrieval.data.model import Catalog, Event, Item
+from retrieval.data.model import Catalog, Dataset, Event, Item
 from retrieval.errors import ConfigError
 from retrieval.evolution.drift import (
     ShiftConfig,
@@ -223,3 +223,102 @@ def test_cli_writes_png_and_json(ml100k_path: Path, tmp_path: Path, capsys: pyte
     assert len(data["drift"]) == len(data["windows"]) - 1
     assert abs(sum(data["forecast"].values()) - 1) < 1e-3
     assert main(["timeline", "--data", str(ml100k_path), "--user", "nobody", "--json", "--no-vectors"]) == 3
+
+
+def test_pick_shift_user_is_seeded_and_only_picks_users_with_a_shift(shift_dataset) -> None:  # type: ignore[no-untyped-def]
+    from retrieval.evolution.summary import pick_shift_user
+
+    stable = {f"s{i}": tuple(Event(user=f"s{i}", item="space-1", timestamp=MONDAY + timedelta(days=7 * j))
+                             for j in range(24)) for i in range(30)}
+    histories = {**stable, **shift_dataset.histories}
+    picks = {pick_shift_user(histories, shift_dataset.catalog, seed=s, min_side_events=3).user for s in range(12)}
+    assert picks <= set(shift_dataset.histories) and len(picks) > 1
+    again = pick_shift_user(dict(reversed(list(histories.items()))), shift_dataset.catalog, seed=3, min_side_events=3)
+    first = pick_shift_user(histories, shift_dataset.catalog, seed=3, min_side_events=3)
+    assert again == first and first.candidates == 20  # the pick ignores the order users come in
+    assert "seed 3" in first.statement() and "among the 20 users" in first.statement()
+    # one event a week: the 3 windows either side of the shift hold 3 events, fewer than 4
+    thin = pick_shift_user(histories, shift_dataset.catalog, min_side_events=4)
+    assert thin.user is None and "no user" in thin.statement()
+    assert pick_shift_user(stable, shift_dataset.catalog, min_side_events=1).user is None
+
+
+def test_forecast_split_keeps_users_with_enough_windows() -> None:
+    from eval.research.evolution_eval import forecast_split
+
+    def seq(n: int) -> list[Window]:
+        return [Window(i, MONDAY + timedelta(days=30 * i), MONDAY + timedelta(days=30 * i + 30), ("a1",), {"A": 1.0},
+                       None) for i in range(n)]
+
+    tl = {"two": seq(2), "four": seq(4), "six": seq(6)}
+    cut = MONDAY + timedelta(days=90)
+    train, cases = forecast_split(tl, cut, min_windows=4)
+    assert [u for u, _, _ in cases] == ["four", "six"]
+    assert all(w.end <= cut for s in train for w in s) and [len(h) for _, h, _ in cases] == [3, 5]
+
+
+def test_statsmodels_forecasters_follow_a_per_category_trend() -> None:
+    pytest.importorskip("statsmodels")
+    from eval.research.forecast_stats import ARIMAForecaster, ETSForecaster
+
+    def windows(a_shares: list[float]) -> list[Window]:
+        return [Window(i, MONDAY, MONDAY, ("x",), {"A": a, "B": 1 - a}, None) for i, a in enumerate(a_shares)]
+
+    trend, zigzag = windows([0.8, 0.65, 0.5, 0.35]), windows([0.8, 0.2, 0.8, 0.2, 0.8])
+    ets, arima = ETSForecaster(), ARIMAForecaster()
+    pred, vec = ets.forecast(trend)
+    assert vec is None and abs(sum(pred.values()) - 1) < 1e-9
+    assert pred["B"] > 0.7, pred  # the trend goes on past the last window (0.65)
+    pred, vec = arima.forecast(zigzag)
+    assert vec is None and abs(sum(pred.values()) - 1) < 1e-9
+    assert pred["A"] < 0.4, pred  # AR(1) with a negative coefficient: after a high month comes a low one
+    assert ets.fallbacks == arima.fallbacks == 0 and ets.fits == arima.fits == 2
+    assert ETSForecaster().forecast(trend[:2])[0] == {"A": 0.65, "B": 0.35}  # too short to fit: the last window
+
+
+def test_month_split_and_multi_target_metrics() -> None:
+    from eval.research.movietweetings_eval import month_split, recall_ndcg
+
+    def ev(user: str, item: str, month: int) -> Event:
+        return Event(user=user, item=item, timestamp=datetime(2013, month, 5, tzinfo=UTC))
+
+    ds = Dataset(_catalog(), [ev("u", "a1", 6), ev("u", "a2", 8), ev("u", "a1", 8), ev("v", "b1", 8),
+                              ev("w", "ab", 7)])
+    inputs, users, targets = month_split(ds, datetime(2013, 8, 1, tzinfo=UTC), datetime(2013, 9, 1, tzinfo=UTC))
+    assert users == ["u"] and targets == [{"a2"}] and set(inputs) == {"u", "w"}  # v has no input, w no August
+    m = recall_ndcg([["b1", "a2"], ["x"]], [{"a2", "ab"}, {"y"}], 2)
+    np.testing.assert_allclose(m["recall@2"], [0.5, 0.0])
+    np.testing.assert_allclose(m["ndcg@2"], [(1 / np.log2(3)) / (1 + 1 / np.log2(3)), 0.0])
+
+
+def test_demo_picks_a_user_with_a_shift_and_writes_the_timeline(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from driftrec.cli.main import main
+    from tests.conftest import planted_shift_dataset
+
+    ds = planted_shift_dataset(n_users=4)
+
+    def twin(e: Event) -> Event:  # another item of the same topic an hour later
+        topic, number = e.item.rsplit("-", 1)
+        return e.model_copy(update={"item": f"{topic}-{(int(number) + 20) % 40}",
+                                    "timestamp": e.timestamp + timedelta(hours=1)})
+
+    # two events a week, so each side of the shift has the 5 events the demo's pick asks for
+    doubled = [ev for evs in ds.histories.values() for e in evs for ev in (e, twin(e))]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "movies.csv").write_text("movieId,title,genres\n" + "".join(
+        f"{it.id},{it.title},{'|'.join(it.categories)}\n" for it in ds.catalog))
+    (data / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "".join(
+        f"{ev.user},{ev.item},4,{int(ev.timestamp.timestamp())}\n" for ev in doubled))
+    png = tmp_path / "out" / "t.png"
+    base = ["demo", "--data", str(data), "--embedder", "hashing", "--no-cache", "--llm", "none", "-k", "2",
+            "--timeline-out", str(png)]
+    assert main(base) == 0
+    out = capsys.readouterr().out
+    assert "picked at random (seed 0) among the 4 users" in out
+    assert "2024-03-25 (previous active window from 2024-03-18): from space to cooking" in out  # week 13
+    assert f"timeline: {png.resolve()}" in out and png.stat().st_size > 10_000
+    assert main([*base, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["demo"]["shifts"][0]["to"] == ["cooking"] and "seed 0" in captured.err

@@ -6,10 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.evidence import item_evidence, shift_evidence
+from agent.evidence import cited_items, item_evidence, shift_evidence
 from agent.explain import ExplainConfig, Explainer, clean_text
 from agent.grounding import GroundingChecker, display_title, title_aliases
 from agent.llm.client import LLMClient
+from retrieval.candidates.base import Evidence
+from retrieval.candidates.registry import make_generator
 from retrieval.data.datasets import load_dataset
 from retrieval.data.model import Catalog, Dataset, Event, Item
 from retrieval.evolution.summary import summarize_evolution
@@ -87,10 +89,11 @@ def _user_history(catalog: Catalog, injection: bool = False) -> list[Event]:
             for n, (i, r) in enumerate(rated)]
 
 
-def test_item_evidence_prefers_shared_categories() -> None:
+def test_item_evidence_without_scores_cites_shared_categories() -> None:
     catalog = small_catalog()
-    ev = item_evidence(_user_history(catalog), "5", catalog, None, n=2)
-    assert ev.supporting[0] == "4"  # Toy Story shares 3 of Aladdin's 4 categories
+    ev = item_evidence(_user_history(catalog), "5", catalog, n=2)
+    assert ev.supporting == ("4",)  # only Toy Story shares Aladdin's categories
+    assert ev.kinds == {"4": "category"} and ev.detail[0].kind == "category"
     assert "Animation" in ev.shared_categories and "Aladdin (1992)" in ev.titles
 
 
@@ -117,9 +120,11 @@ def test_explanation_regenerates_then_falls_back_to_template() -> None:
     [exp] = Explainer(catalog, LLMClient(fake), config=ExplainConfig(max_attempts=3)).explain(
         _user_history(catalog), ["5"])
     assert exp.text.source == "template" and exp.text.attempts == 3 and len(fake.calls) == 3
-    assert exp.text.ungrounded_first == 1 and exp.text.ungrounded_final == 0  # Heat is in the history: grounded
-    assert exp.text.text == "You rated Toy Story (1995) 5/5; Aladdin (1992) is also an Animation, Children's " \
-                            "and Comedy title."
+    # Heat is in the history but not in the evidence: citing it is ungrounded too.
+    assert exp.text.ungrounded_first == 2 and exp.text.ungrounded_final == 0
+    assert "did not contribute" in exp.text.errors[0]
+    assert exp.text.text == "Aladdin (1992) shares Animation, Children's and Comedy with Toy Story (1995), " \
+                            "which you watched."
 
 
 def test_explanation_must_cite_a_history_title() -> None:
@@ -189,6 +194,7 @@ def test_shift_without_history_is_a_template_sentence() -> None:
 def test_templates_are_grounded_on_real_users(ml100k_path) -> None:  # type: ignore[no-untyped-def]
     ds = load_dataset(ml100k_path)
     index = build_index(ds.catalog, HashingEmbedder(dim=128), "numpy", progress=False)
+    generator = make_generator("hybrid", index, ds.histories, ds.catalog.ids)
     explainer = Explainer(ds.catalog, index=index)
     for user in ds.users[:25]:
         history = ds.history(user)
@@ -196,10 +202,15 @@ def test_templates_are_grounded_on_real_users(ml100k_path) -> None:  # type: ign
         ev = shift_evidence(evo, ds.catalog)
         shift = explainer.describe_shift_evidence(ev)
         assert explainer.checker.check(shift.text, ev.titles, ev.categories, ev.as_lines()).grounded, shift.text
-        unseen = [i for i in ds.catalog.ids[:400] if i not in {e.item for e in history}][:3]
-        for exp in explainer.explain(history, unseen):
-            ie = item_evidence(history, exp.item_id, ds.catalog, index)
-            assert exp.evidence and set(exp.evidence) <= {e.item for e in history}
+        top = generator.with_evidence([history], [generator.generate(history, 3)])[0]
+        evidence = {c.item_id: c.evidence for c in top}
+        unseen = [i for i in ds.catalog.ids[:400] if i not in {e.item for e in history}][:2]  # no score evidence
+        for exp in explainer.explain(history, [*evidence, *unseen], evidence=evidence, rising=evo.short_term):
+            ie = item_evidence(history, exp.item_id, ds.catalog, evidence=exp.evidence_detail, rising=evo.short_term)
+            assert set(exp.evidence) <= {e.item for e in history}
+            if exp.item_id in evidence:  # cites the largest contributions to the item's score
+                assert exp.evidence and exp.evidence == cited_items(evidence[exp.item_id], 3)
+                assert "People who watched" in exp.text.text or "close in content" in exp.text.text
             assert explainer.checker.check(exp.text.text, ie.titles, ie.categories,
                                            ie.item_line + ie.as_lines()).grounded, exp.text.text
 
@@ -227,8 +238,72 @@ def test_shift_text_must_name_a_category() -> None:
 
 
 @pytest.mark.parametrize("reply", ['The recommended item is "Drama" and the history title is Toy Story (1995).',
-                                   "I'll add a new Animation category to the data for Toy Story (1995)."])
+                                   "I'll add a new Animation category to the data for Toy Story (1995).",
+                                   'This pick, as data, is a recommendation based on "Toy Story (1995)".'])
 def test_answers_narrating_the_task_are_rejected(reply: str) -> None:
     catalog = small_catalog()
     [exp] = Explainer(catalog, LLMClient(FakeChatModel(default=reply))).explain(_user_history(catalog), ["5"])
     assert exp.text.source == "template" and "talks about the prompt" in exp.text.errors[0]
+
+
+# ---------------------------------------------------------------------- explanations from the scorer's evidence
+
+
+def _ev(item: str, weight: float, kind: str, source: str = "itemknn") -> Evidence:
+    return Evidence(item, weight, source, kind)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("kind", "expected"), [
+    ("co_occurrence", "People who watched Heat (1995) and The Godfather (1972) also watched Aladdin (1992)."),
+    ("sequence", "After The Godfather (1972) and Heat (1995), Aladdin (1992) is a likely next choice."),
+    ("content", "Aladdin (1992) is close in content to Heat (1995) and The Godfather (1972), which you watched."),
+])
+def test_template_says_which_evidence_it_is(kind: str, expected: str) -> None:
+    catalog = small_catalog()
+    evidence = {"5": (_ev("3", 0.6, kind), _ev("1", 0.3, kind))}
+    [exp] = Explainer(catalog).explain(_user_history(catalog), ["5"], evidence=evidence)
+    assert exp.text.text == expected  # largest first; sequence: in the order watched (Godfather before Heat)
+    assert exp.evidence == ("3", "1") and exp.evidence_detail == evidence["5"]
+
+
+def test_template_mixes_kinds_shared_categories_and_the_rising_interest() -> None:
+    catalog = small_catalog()
+    evidence = {"5": (_ev("4", 0.5, "co_occurrence"), _ev("1", 0.2, "content", "interest.long"))}
+    [exp] = Explainer(catalog).explain(_user_history(catalog), ["5"], evidence=evidence, rising=("Comedy", "War"))
+    assert exp.text.text == ("People who watched Toy Story (1995) also watched Aladdin (1992). Aladdin (1992) is "
+                             "close in content to The Godfather (1972), which you watched. It is an Animation, "
+                             "Children's and Comedy title, like Toy Story (1995). Comedy has been rising in what "
+                             "you watched lately, most recently Toy Story (1995).")
+    assert [e.kind for e in exp.evidence_detail] == ["co_occurrence", "content", "shift"]
+
+
+def test_more_like_reference_cites_the_title_asked_about() -> None:
+    catalog = small_catalog()
+    evidence = {"5": (Evidence("2", 1.0, "more_like", "reference"),)}  # Star Wars: not in the history
+    [exp] = Explainer(catalog).explain(_user_history(catalog), ["5"], evidence=evidence)
+    assert exp.text.text == "Aladdin (1992) is close to Star Wars (1977), which you asked about."
+    assert exp.evidence == ("2",)
+    fake = FakeChatModel(replies=["Like Star Wars (1977), Aladdin is a fun ride."])
+    [exp] = Explainer(catalog, LLMClient(fake)).explain(_user_history(catalog), ["5"], evidence=evidence)
+    assert exp.text.source == "llm"  # the title asked about is grounded evidence
+
+
+def test_llm_text_citing_a_history_item_outside_the_evidence_is_rejected() -> None:
+    catalog = small_catalog()
+    evidence = {"5": (_ev("3", 0.6, "co_occurrence"),)}
+    good = "People who watched Heat (1995) also picked Aladdin."
+    fake = FakeChatModel(replies=["Because you loved Toy Story (1995) and Heat (1995), try Aladdin.", good])
+    [exp] = Explainer(catalog, LLMClient(fake)).explain(_user_history(catalog), ["5"], evidence=evidence)
+    assert exp.text.source == "regenerated" and exp.text.text == good
+    assert "'Toy Story (1995)' from the history, which did not contribute" in exp.text.errors[0]
+    assert "people who chose it also chose this pick" in fake.calls[0].prompt
+
+
+def test_shift_text_never_names_the_placeholder_genre(ml100k_path) -> None:  # type: ignore[no-untyped-def]
+    # ml-100k's genre "unknown" is also a catalogue title: user 422 moved away from it.
+    ds = load_dataset(ml100k_path)
+    evo = summarize_evolution("422", ds.history("422"), ds.catalog)
+    ev = shift_evidence(evo, ds.catalog)
+    text = Explainer(ds.catalog).describe_shift_evidence(ev).text
+    assert "unknown" not in text and "unknown" not in ev.categories
+    assert Explainer(ds.catalog).checker.check(text, ev.titles, ev.categories, ev.as_lines()).grounded

@@ -274,3 +274,62 @@ def test_the_api_key_comes_from_the_environment_or_the_setting_and_never_shows(
     make_client(given).chat([HumanMessage("hi")], max_tokens=4)
     assert seen == ["Bearer sk-driftrec", "Bearer sk-openai", "Bearer sk-given"]
     assert "sk-given" not in repr(given) and "sk-given" not in given.model_dump_json()
+
+
+def test_a_429_then_success_is_retried_and_counted_in_the_rerank_flags(server, catalog) -> None:  # type: ignore[no-untyped-def]
+    def once_then_ok(fault: Fault) -> Respond:
+        def respond(h: BaseHTTPRequestHandler, n: int) -> None:
+            if n == 1:
+                send(h, 429, b'{"error": {"message": "slow down"}}', headers={"Retry-After": "0.2"})
+            else:
+                send(h, 200, json.dumps(completion("B")).encode())
+        return respond
+
+    url, fault = server(once_then_ok)
+    start = time.perf_counter()
+    result = LLMReranker(client_for(url, timeout_s=3.0), catalog).rerank(history(), CANDIDATES)
+    assert not result.fallback and result.method == "logprobs"
+    assert result.backend_retries == 1 and fault.calls == 2
+    assert 0.2 <= time.perf_counter() - start < 3.0
+    assert result.item_ids[0] == "i4"  # label A (-0.1) is the most likely: the retriever's first
+
+
+def completions_echo(prompts_prefix_len: int) -> Callable[[Fault], Respond]:
+    """A /completions server that echoes 3 prompts: prefix tokens, then 2 continuation tokens each."""
+    def make(fault: Fault) -> Respond:
+        def respond(h: BaseHTTPRequestHandler, n: int) -> None:
+            assert h.path.endswith("/completions"), h.path
+            choices = []
+            for k, (a, b) in enumerate([(-1.0, -2.0), (-0.5, -0.25), (-3.0, -3.0)]):
+                p = prompts_prefix_len
+                choices.append({"index": k, "text": "x", "finish_reason": "length", "logprobs": {
+                    "tokens": ["Hi", "\n", '"A', 'b"', "x"], "text_offset": [0, p - 1, p, p + 2, p + 4],
+                    "token_logprobs": [None, -9.0, a, b, -0.1], "top_logprobs": None}})
+            body = {"id": "c", "object": "text_completion", "created": 0, "model": "m", "choices": choices,
+                    "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}}
+            send(h, 200, json.dumps(body).encode())
+        return respond
+    return make
+
+
+def test_continuation_scores_come_from_the_completions_api_echo(server) -> None:  # type: ignore[no-untyped-def]
+    url, fault = server(completions_echo(len("Hi\n")))
+    client = client_for(url, timeout_s=3.0)
+    assert client.capabilities.prompt_logprobs
+    reply = client.score_continuations("Hi\n", ['"Ab"', '"Ab"', '"Ab"'])
+    # Only the tokens inside the continuation count: not the prefix's, not the generated one.
+    assert reply.logprobs == pytest.approx((-3.0, -0.75, -6.0)) and reply.tokens == (2, 2, 2)
+    assert reply.prompt_tokens == 12 and fault.calls == 1
+
+
+@pytest.mark.parametrize("name", ["never-answers", "http-500", "not-json"])
+def test_pointwise_rerank_on_a_bad_server_falls_back_by_the_deadline(name, server, catalog) -> None:  # type: ignore[no-untyped-def]
+    from agent.rerank import RerankConfig
+
+    url, fault = server(FAULTS[name])
+    reranker = LLMReranker(client_for(url), catalog, RerankConfig(method="pointwise"))
+    start = time.perf_counter()
+    result = reranker.rerank(history(), CANDIDATES)
+    elapsed = time.perf_counter() - start
+    assert result.item_ids == [c.item_id for c in CANDIDATES] and result.fallback
+    assert result.errors and elapsed < 2 * TIMEOUT_S + SLACK_S, f"{elapsed:.1f} s"

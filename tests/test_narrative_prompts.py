@@ -42,7 +42,7 @@ def test_missing_and_undeclared_variables_raise() -> None:
     with pytest.raises(ConfigError, match="missing variable.*candidates"):
         tpl.render(history="h", first_label="A", last_label="B")
     with pytest.raises(ConfigError, match="undeclared variable.*extra"):
-        tpl.render(history="h", candidates="c", first_label="A", last_label="B", extra="x")
+        tpl.render(history="h", context="", candidates="c", first_label="A", last_label="B", extra="x")
 
 
 def test_header_must_match_body_and_unknown_prompt_lists_valid_names() -> None:
@@ -55,7 +55,7 @@ def test_header_must_match_body_and_unknown_prompt_lists_valid_names() -> None:
 
 
 def test_rendered_values_are_not_expanded_again() -> None:
-    out = render("rerank", history="{{candidates}}", candidates="<<CANDIDATE-BLOCK>>", first_label="A",
+    out = render("rerank", history="{{candidates}}", context="", candidates="<<CANDIDATE-BLOCK>>", first_label="A",
                  last_label="B")
     assert out.count("{{candidates}}") == 1  # the history value, kept literally
     assert out.count("<<CANDIDATE-BLOCK>>") == 1  # substituted once: the history value was not expanded

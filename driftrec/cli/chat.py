@@ -20,6 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--message", default=None,
                    help=f"one message of at most {MAX_CHAT_MESSAGE_CHARS:,} characters, answered once "
                         "(default: interactive)")
+    p.add_argument("--session", default=None, metavar="FILE",
+                   help="chat session file: resumed when it exists, saved after every reply (constraints, items "
+                        "shown and their explanations carry over between calls)")
     p.add_argument("-k", type=int, default=5, help=f"items per reply, 1 to {MAX_EXPLAINED} (default 5)")
     saved_index_options(p)
     p.add_argument("--json", action="store_true", help="print each reply as JSON")
@@ -36,7 +39,6 @@ def _show(reply: Any, as_json: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of `driftrec chat`."""
-    from agent.types import ChatSession
 
     check_count(args.k, "-k", MAX_EXPLAINED)
     check_user_id(args.user)
@@ -44,10 +46,10 @@ def run(args: argparse.Namespace) -> int:
         check_message(args.message)
     dataset = load_data(args)
     dataset.history(args.user)  # unknown user: fail before loading models
+    session = _open_session(args.session, args.user)
     agent = build_agent(args, dataset, open_index(args, dataset))
-    session = ChatSession(user=args.user)
     if args.message is not None:
-        _show(agent.chat(args.user, args.message, session), args.json)
+        _answer(agent, args, session, args.message)
         return 0
     print(f"driftrec chat with user {args.user} ({len(dataset.history(args.user))} events). "
           "Empty line or Ctrl-D to quit.", file=sys.stderr)
@@ -63,5 +65,26 @@ def run(args: argparse.Namespace) -> int:
         except ConfigError as exc:  # one bad line does not end the conversation
             print(f"driftrec: {exc}", file=sys.stderr)
             continue
-        _show(agent.chat(args.user, message, session), args.json)
+        _answer(agent, args, session, message)
     return 0
+
+
+def _open_session(path: str | None, user: str) -> Any:
+    """The session in `path` (it must belong to `user`), a new one when the file does not exist yet."""
+    from pathlib import Path
+
+    from agent.chat.session import ChatSession
+
+    if path is None or not Path(path).exists():
+        return ChatSession(user=user)
+    session = ChatSession.load(path)
+    if session.user != user:
+        raise ConfigError(f"chat session {path} belongs to user {session.user!r}, not {user!r}")
+    return session
+
+
+def _answer(agent: Any, args: argparse.Namespace, session: Any, message: str) -> None:
+    reply = agent.chat(args.user, message, session)
+    if args.session is not None:
+        session.save(args.session)
+    _show(reply, args.json)

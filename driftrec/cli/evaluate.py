@@ -47,6 +47,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--validation-cut", default=None, help="temporal split: ISO date where validation starts")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--batch-size", type=int, default=256, help="users per model call")
+    p.add_argument("--max-concurrency", type=int, default=None, metavar="N",
+                   help="LLM calls in flight at once for LLM models (default: 1 for the embedded model, 8 for "
+                        "a server)")
     p.add_argument("--no-tune", action="store_true", help="skip Recommender.tune on the validation stage")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--resume", action="store_true",
@@ -86,6 +89,8 @@ def check_numbers(args: argparse.Namespace) -> None:
         check_count(args.users, "--users", None)
     check_count(args.n_boot, "--n-boot", None)
     check_count(args.batch_size, "--batch-size", None)
+    if args.max_concurrency is not None:
+        check_count(args.max_concurrency, "--max-concurrency", 256)
     check_count(args.seed, "--seed", None, low=0)
 
 
@@ -125,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                         rerank_k=args.k, ties=args.ties, n_boot=args.n_boot, batch_size=args.batch_size,
                         tune=not args.no_tune, model_kwargs=model_args,
                         defaults={"embedder": args.embedder}, progress=not args.no_progress,
-                        resume_dir=args.out / "ranks", resume=args.resume)
+                        resume_dir=args.out / "ranks", resume=args.resume, max_concurrency=args.max_concurrency)
     result = evaluate(dataset, models, config, split=split)
     wall = time.perf_counter() - started
     result.info["total_wall_s"] = round(wall, 2)

@@ -7,6 +7,7 @@ registers through an entry-point group shows up in the CLI without editing it.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from collections.abc import Iterator
@@ -32,7 +33,9 @@ def data_options(p: argparse.ArgumentParser) -> None:
     """--data, --on-error and --skipped-rows: which dataset, and what to do with bad rows."""
     p.add_argument("--data", default="ml-100k", metavar="NAME_OR_PATH",
                    help="dataset: 'ml-100k' (../shared/data/ml-100k, the cache, or a verified GroupLens "
-                        "download), 'games' (LLMRank Games files), or a directory of supported files")
+                        "download), 'games' (LLMRank Games files), 'movietweetings' (MovieTweetings 100K, "
+                        "ratings 0-10 halved to 0-5), 'ml10m-tags' (MovieLens 10M tag applications), "
+                        "or a directory of supported files")
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="bad input rows: stop with file:line (raise) or skip and report them (skip)")
     p.add_argument("--skipped-rows", type=Path, default=None, metavar="FILE",
@@ -88,8 +91,8 @@ class _LLMBackendNames:
 
 def llm_options(p: argparse.ArgumentParser) -> None:
     """LLM options shared by chat, recommend --explain and demo."""
+    from agent.chat.llm_parse import PARSE_MODES
     from agent.llm.packaged import CPU_FORMATS, DEFAULT_CPU_FORMAT
-    from agent.types import ROUTINGS
 
     p.add_argument("--llm", default="embedded", metavar="BACKEND", choices=_LLMBackendNames(),
                    help="LLM backend: embedded (llama.cpp on a packaged GGUF, offline; default), vllm, "
@@ -102,14 +105,32 @@ def llm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llm-api-key", default=None, metavar="KEY",
                    help="API key for server backends (default: $DRIFTREC_LLM_API_KEY, else $OPENAI_API_KEY; "
                         "prefer the variables: a flag shows in the process list)")
+    p.add_argument("--llm-capabilities", default=None, metavar="NAMES", type=_capability_names,
+                   help="server backends: comma-separated capabilities the endpoint supports, replacing the "
+                        "backend's own (logprobs, json_schema, grammar, tools, json_mode, prompt_logprobs); "
+                        "for hosted OpenAI-compatible endpoints")
     p.add_argument("--llm-timeout", type=_positive_seconds, default=60.0, metavar="SECONDS",
                    help="deadline of one LLM call, connect, read and retries included (default 60)")
     p.add_argument("--llm-budget", type=_positive_seconds, default=120.0, metavar="SECONDS",
                    help="LLM time one recommendation may spend; after it, retrieval order and template "
                         "texts, flagged (default 120)")
     p.add_argument("--no-rerank", action="store_true", help="keep retrieval order (explanations still use the LLM)")
-    p.add_argument("--routing", default="auto", choices=ROUTINGS,
-                   help="chat intent routing (auto: tool calling where the backend supports it, else the LLM)")
+    p.add_argument("--parsing", default="rules", choices=PARSE_MODES,
+                   help="chat message parsing: rules (deterministic, offline; default: the packaged LLMs do not "
+                        "improve it, docs/chat.md), rules+llm (also the LLM under constrained output, merged), "
+                        "auto (the LLM only for a message the rules could not fill)")
+
+
+def _capability_names(text: str) -> tuple[str, ...]:
+    """`--llm-capabilities`: comma-separated names from `agent.llm.client.Capabilities.names()`."""
+    from agent.llm.client import Capabilities
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = sorted(set(names) - set(Capabilities.names()))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown capability {', '.join(unknown)}; valid: "
+                                         f"{', '.join(Capabilities.names())}")
+    return names
 
 
 def _positive_seconds(text: str) -> float:
@@ -168,6 +189,18 @@ def _report_skipped(report: LoadReport, out: Path | None) -> None:
         print(f"  … {more:,} more ({where})", file=sys.stderr)
 
 
+@functools.cache
+def _embedder(name: str, model: str | None) -> Any:
+    from retrieval.vectors.embed import make_embedder
+
+    return make_embedder(name, model)
+
+
+def embedder_for(args: argparse.Namespace) -> Any:
+    """The `--embedder` / `--model` embedder, loaded once per process (the index and chat share it)."""
+    return _embedder(args.embedder, args.model)
+
+
 def open_index(args: argparse.Namespace, dataset: Any) -> Any:
     """The saved index `--index` names, checked against the embedder and the dataset's catalogue; without
     `--index`, one built in memory.
@@ -182,11 +215,10 @@ def open_index(args: argparse.Namespace, dataset: Any) -> Any:
     """
     from retrieval.errors import IndexStateError
     from retrieval.vectors.build import build_index, default_cache
-    from retrieval.vectors.embed import make_embedder
     from retrieval.vectors.index import VectorIndex
     from retrieval.vectors.store import check_replaceable
 
-    embedder = make_embedder(args.embedder, args.model)
+    embedder = embedder_for(args)
     cache = None if args.no_cache else default_cache()
     directory = getattr(args, "index", None)
     if directory is None:
@@ -227,14 +259,15 @@ def build_agent(args: argparse.Namespace, dataset: Any, index: Any) -> Any:
         cache = None if getattr(args, "no_cache", False) else cache_dir() / "llm"
         client = make_client(LLMSettings(backend=args.llm, model=args.llm_model, base_url=args.llm_url,
                                          max_tokens=120, cache_dir=cache, cpu_format=args.llm_cpu_format,
-                                         timeout_s=args.llm_timeout, api_key=getattr(args, "llm_api_key", None)))
+                                         timeout_s=args.llm_timeout, api_key=getattr(args, "llm_api_key", None),
+                                         capabilities=getattr(args, "llm_capabilities", None)))
         if not args.no_rerank:
             reranker = LLMReranker(client, dataset.catalog)
-    config = AgentConfig(chat_k=max(1, getattr(args, "k", 5)), routing=getattr(args, "routing", "auto"),
+    config = AgentConfig(chat_k=max(1, getattr(args, "k", 5)), parsing=getattr(args, "parsing", "rules"),
                          llm_budget_s=getattr(args, "llm_budget", 120.0))
     generator = make_retriever(args, dataset, index)
-    return RecommenderAgent(dataset, generator, index, client=client,
-                            reranker=reranker, config=config)
+    return RecommenderAgent(dataset, generator, index, client=client, reranker=reranker, config=config,
+                            embedder=embedder_for(args))
 
 
 def make_retriever(args: argparse.Namespace, dataset: Dataset, index: VectorIndex) -> CandidateGenerator:

@@ -97,14 +97,14 @@ def create_app(agent: RecommenderAgent, *, llm: str = "none", max_sessions: int 
     @app.post("/explain", response_model=ExplainResponse, responses=_ERRORS)
     def explain(req: ExplainRequest) -> ExplainResponse:
         """A grounded explanation of each given item for the user, citing their history."""
-        history = agent.history(req.user_id)
+        agent.history(req.user_id)  # an unknown user fails before the items are checked
         ids = check_item_ids(req.item_ids, "item_ids")
         check_count(len(ids), "the number of item_ids", MAX_EXPLAINED)
         unknown = [i for i in ids if i not in agent.catalog]
         if unknown:
             raise UnknownItemError(f"unknown item {unknown[0]!r} ({len(agent.catalog):,} items in the catalogue)")
         with budget(agent.config.llm_budget_s):
-            explanations = agent.explainer.explain(history, ids)
+            explanations = agent.explain_items(req.user_id, ids)
         return ExplainResponse(user=req.user_id, explanations=tuple(explanations))
 
     @app.get("/timeline", response_model=TimelineResponse, responses=_ERRORS)
@@ -120,7 +120,5 @@ def create_app(agent: RecommenderAgent, *, llm: str = "none", max_sessions: int 
 
 
 def _warm(agent: RecommenderAgent) -> None:
-    """Build the agent's lazy title and popularity tables once, before requests can race to build them."""
-    first = next(iter(agent.catalog), None)
-    if first is not None:
-        agent.resolve_title(first.title)
+    """Build the agent's lazy chat vocabulary once, before requests can race to build it."""
+    agent.prepare_chat()

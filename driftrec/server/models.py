@@ -11,8 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.chat.reply import ChatReply
 from agent.limits import MAX_CHAT_MESSAGE_CHARS, MAX_EXPLAINED, MAX_K
-from agent.types import ChatReply, Explanation
+from agent.types import Explanation
 
 
 class RecommendRequest(BaseModel):

@@ -7,7 +7,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from agent.types import ChatSession
+from agent.chat.session import ChatSession
 from retrieval.errors import UnknownSessionError
 
 

@@ -8,7 +8,8 @@ last window starts at or after T and who have an earlier window; the last window
 predicted from all the user's earlier windows. Metrics per user: JS divergence between predicted and
 true category shares of the held-out window (lower is better), whether any category of its first
 item is among the predicted top 3 (hit@3), and the cosine similarity of predicted and true window
-vectors. 95% CIs by bootstrap over users, also for the paired difference to each baseline.
+vectors; top3 = the held-out window's largest category is among the predicted top 3. 95% CIs by
+bootstrap over users, also for the paired difference to each baseline.
 """
 
 from __future__ import annotations
@@ -59,11 +60,15 @@ def timelines(dataset: Dataset, index: VectorIndex | None, period: str = "week")
             for u, evs in tqdm(dataset.histories.items(), desc="timelines", leave=False)}
 
 
-def forecast_split(tl: dict[str, list[Window]], cut: datetime,
+def forecast_split(tl: dict[str, list[Window]], cut: datetime, min_windows: int = 2,
                    ) -> tuple[list[list[Window]], list[tuple[str, list[Window], Window]]]:
-    """Training sequences (windows ending by `cut`) and evaluation cases (user, earlier windows, last window)."""
+    """Training sequences (windows ending by `cut`) and evaluation cases (user, earlier windows, last window).
+
+    Evaluated users have at least `min_windows` windows in all (the held-out one included).
+    """
     train = [[w for w in ws if w.end <= cut] for ws in tl.values()]
-    cases = [(u, ws[:-1], ws[-1]) for u, ws in tl.items() if len(ws) >= 2 and ws[-1].start >= cut]
+    cases = [(u, ws[:-1], ws[-1]) for u, ws in tl.items()
+             if len(ws) >= max(2, min_windows) and ws[-1].start >= cut]
     return [s for s in train if s], cases
 
 
@@ -73,7 +78,7 @@ def default_forecasters() -> list[Forecaster]:
 
 
 def evaluate_forecasts(tl: dict[str, list[Window]], cut: datetime, catalog_categories: Callable[[str], Sequence[str]],
-                       forecasters: Sequence[Forecaster] | None = None) -> dict[str, object]:
+                       forecasters: Sequence[Forecaster] | None = None, min_windows: int = 2) -> dict[str, object]:
     """Fit each forecaster on pre-cut windows, predict every evaluated user's held-out last window.
 
     Args:
@@ -81,12 +86,13 @@ def evaluate_forecasts(tl: dict[str, list[Window]], cut: datetime, catalog_categ
         cut: the global train/test cut (aware).
         catalog_categories: item id → its categories.
         forecasters: to compare (default `default_forecasters()`).
+        min_windows: evaluate only users with at least this many windows (held-out one included).
 
     Returns:
         JSON-ready dict: protocol counts and, per forecaster, metric means with 95% CIs and paired
         differences to both baselines.
     """
-    train, cases = forecast_split(tl, cut)
+    train, cases = forecast_split(tl, cut, min_windows)
     if not cases:
         raise ValueError(f"no user has a last window after {cut:%Y-%m-%d}")
     vocab = sorted({c for seq in train for w in seq for c in w.categories})
@@ -98,20 +104,22 @@ def evaluate_forecasts(tl: dict[str, list[Window]], cut: datetime, catalog_categ
         start, cpu = time.perf_counter(), time.process_time()
         f.fit(train)
         fit_s, fit_cpu = time.perf_counter() - start, time.process_time() - cpu
-        js, hit, cos = [], [], []
+        js, hit, top, cos = [], [], [], []
         for _, history, target in cases:
             shares, vector = f.forecast(history, vocab)
             js.append(js_divergence(shares, target.categories))
-            top = set(sorted(shares, key=lambda k: -shares[k])[:3])
-            hit.append(float(bool(top & set(catalog_categories(target.items[0])))))
+            top3 = set(sorted(shares, key=lambda k: -shares[k])[:3])
+            hit.append(float(bool(top3 & set(catalog_categories(target.items[0])))))
+            # the held-out window's largest category (ties: first in its largest-first order) in the top 3
+            top.append(float(bool(target.categories) and next(iter(target.categories)) in top3))
             cos.append(float(vector @ target.vector) if vector is not None and target.vector is not None else np.nan)
-        metrics[f.name] = {"js": np.array(js), "hit3": np.array(hit), "cosine": np.array(cos)}
+        metrics[f.name] = {"js": np.array(js), "hit3": np.array(hit), "top3": np.array(top), "cosine": np.array(cos)}
         metrics[f.name]["fit_s"] = np.array([fit_s, fit_cpu])
     rows: dict[str, object] = {}
     for name, m in metrics.items():
         row: dict[str, object] = {"fit_wall_seconds": round(float(m["fit_s"][0]), 2),
                                   "fit_cpu_seconds": round(float(m["fit_s"][1]), 2)}
-        for key in ("js", "hit3", "cosine"):
+        for key in ("js", "hit3", "top3", "cosine"):
             if np.isnan(m[key]).any():
                 continue
             row[key] = _ci_dict(m[key])

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from retrieval.candidates.base import Candidate, CandidateGenerator, History
+from retrieval.candidates.base import Candidate, CandidateGenerator, Evidence, History
 from retrieval.errors import ConfigError
 
 
@@ -65,16 +65,62 @@ class FusionGenerator(CandidateGenerator):
             raise ConfigError(f"weights {self.weights} must be {len(self.generators)} non-negative numbers, "
                               "not all zero")
         self.depth, self.rrf_k = depth, rrf_k
+        # The generators' lists for the latest histories: evidence for just-generated candidates needs
+        # their ranks, and generating them again would double the cost of a recommendation.
+        self._latest: tuple[object, list[list[list[Candidate]]]] | None = None
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{g.name}×{w:g}" for g, w in zip(self.generators, self.weights, strict=True))
         return f"<FusionGenerator RRF({parts}), rrf_k={self.rrf_k:g}>"
 
     def generate_batch(self, histories: Sequence[History], k: int) -> list[list[Candidate]]:
-        depth = max(k, self.depth or 100)
-        per: list[list[list[Candidate]]] = [g.generate_batch(histories, depth) if w > 0 else [[] for _ in histories]
-                                            for g, w in zip(self.generators, self.weights, strict=True)]
+        per = self._lists(histories, max(k, self.depth or 100))
         return [rrf_fuse([p[u] for p in per], self.weights, k, self.rrf_k, self.name) for u in range(len(histories))]
+
+    def _lists(self, histories: Sequence[History], depth: int) -> list[list[list[Candidate]]]:
+        """Per generator, per history, its best-first list at `depth` (the latest call's are reused)."""
+        key = (depth, tuple(tuple((ev.item, ev.timestamp) for ev in h) for h in histories))
+        latest = self._latest
+        if latest is not None and latest[0] == key:
+            return latest[1]
+        per: list[list[list[Candidate]]] = [g.generate_batch(histories, depth) if w > 0 else [[] for _ in histories]
+               for g, w in zip(self.generators, self.weights, strict=True)]
+        self._latest = (key, per)
+        return per
+
+    def evidence_batch(self, histories: Sequence[History],
+                       item_ids: Sequence[Sequence[str]]) -> list[list[tuple[Evidence, ...]]]:
+        """Each fused generator's evidence, weighted by that generator's share of the fused score.
+
+        An item's fused score is Σ_g w_g / (rrf_k + rank_g); generator g's share is its term over that
+        sum. Each generator's evidence for the item is rescaled to sum to g's share (the generators'
+        own weights live on unrelated scales), so an item's merged weights sum to 1 minus the share of
+        generators that gave no evidence (e.g. the popularity fallback). The ranks come from the generators'
+        lists at the fusion depth (the latest `generate_batch`'s when the histories are the same); each
+        generator is asked for evidence of the items it ranked.
+        """
+        depth = max(self.depth or 100, max((len(ids) for ids in item_ids), default=0))
+        merged: list[list[list[Evidence]]] = [[[] for _ in ids] for ids in item_ids]
+        fused: list[list[float]] = [[0.0] * len(ids) for ids in item_ids]
+        for gen, w, lists in zip(self.generators, self.weights, self._lists(histories, depth), strict=True):
+            if w <= 0:
+                continue
+            ranks = [{c.item_id: r for r, c in enumerate(cands, 1)} for cands in lists]
+            asked = [[i for i in ids if i in ranks[u]] for u, ids in enumerate(item_ids)]
+            found = gen.evidence_batch(histories, asked)
+            for u, ids in enumerate(item_ids):
+                by_item = dict(zip(asked[u], found[u], strict=True))
+                for j, item in enumerate(ids):
+                    if item not in ranks[u]:
+                        continue
+                    term = w / (self.rrf_k + ranks[u][item])
+                    fused[u][j] += term
+                    mass = sum(e.weight for e in by_item[item])
+                    if mass > 0:
+                        merged[u][j] += [replace(e, weight=e.weight / mass * term) for e in by_item[item]]
+        return [[tuple(sorted((replace(e, weight=e.weight / total) for e in ev), key=lambda e: -e.weight))
+                 if total > 0 else () for ev, total in zip(row, totals, strict=True)]
+                for row, totals in zip(merged, fused, strict=True)]
 
 
 @dataclass

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from retrieval.candidates.attention import InterestConfig, fused_query, interest_vectors, interest_vectors_batch
-from retrieval.candidates.base import Candidate, CandidateGenerator, History
+from retrieval.candidates.attention import (
+    InterestConfig,
+    attention_weights,
+    fused_query,
+    interest_vectors,
+    interest_vectors_batch,
+)
+from retrieval.candidates.base import Candidate, CandidateGenerator, Evidence, History, top_evidence
 from retrieval.vectors.index import VectorIndex
+
+if TYPE_CHECKING:
+    from retrieval.vectors.behaviour import BehaviourVectors
 
 
 class InterestRetriever(CandidateGenerator):
@@ -21,15 +31,24 @@ class InterestRetriever(CandidateGenerator):
         index: item vectors (every history item must be in it).
         config: pooling settings.
         popularity: fallback for empty histories (e.g. `PopularityGenerator(training histories)`).
+        behaviour: when given, pooling attends over event vectors (item vector + the event's behaviour
+            text, `retrieval.vectors.behaviour`) instead of bare item vectors.
     """
 
     name = "interest"
 
     def __init__(self, index: VectorIndex, config: InterestConfig | None = None,
-                 popularity: CandidateGenerator | None = None) -> None:
+                 popularity: CandidateGenerator | None = None, behaviour: BehaviourVectors | None = None) -> None:
         self.index = index
         self.config = config or InterestConfig()
         self.popularity = popularity
+        self.behaviour = behaviour
+
+    def _event_vectors(self, history: History, rows: np.ndarray) -> np.ndarray:
+        """(n, dim) vectors pooled for a history: item vectors, or event vectors with behaviour text."""
+        if self.behaviour is None:
+            return self.index.vectors[rows]
+        return self.behaviour.event_vectors(history, self.index)
 
     def _arrays(self, history: History) -> tuple[np.ndarray, np.ndarray]:
         """(n,) index rows and (n,) epoch seconds of a history."""
@@ -45,7 +64,7 @@ class InterestRetriever(CandidateGenerator):
         rows, times = self._arrays(history)
         if not len(rows):
             return None
-        return interest_vectors(self.index.vectors[rows], times, self.config)
+        return interest_vectors(self._event_vectors(history, rows), times, self.config)
 
     def queries(self, histories: Sequence[History], batch_events: int = 51_200) -> tuple[np.ndarray, list[bool]]:
         """Fused query per history, shape (len(histories), dim), and which histories are non-empty.
@@ -72,7 +91,13 @@ class InterestRetriever(CandidateGenerator):
             for b, i in enumerate(part):
                 r, t = arrays[i]
                 rows[b, width - len(r):], times[b, width - len(r):], mask[b, width - len(r):] = r, t, True
-            short, long = interest_vectors_batch(self.index.vectors[rows], times, mask, self.config)
+            if self.behaviour is None:
+                vectors = self.index.vectors[rows]
+            else:
+                vectors = np.zeros((len(part), width, self.index.dim), dtype=np.float32)
+                for b, i in enumerate(part):
+                    vectors[b, width - len(arrays[i][0]):] = self._event_vectors(histories[i], arrays[i][0])
+            short, long = interest_vectors_batch(vectors, times, mask, self.config)
             out[part] = fused_query(short, long, self.config.short_weight)
             start = stop
         return out, has
@@ -99,6 +124,39 @@ class InterestRetriever(CandidateGenerator):
             out.append(picks)
         return out
 
+
+    def evidence_batch(self, histories: Sequence[History],
+                       item_ids: Sequence[Sequence[str]]) -> list[list[tuple[Evidence, ...]]]:
+        """Content evidence: each history item's share of the query that found the item.
+
+        The query is w·s/|s| + (1-w)·l/|l| with s, l the attention-pooled short- and long-term sums
+        Σ a_h v_h, so an item's score q·v_i splits exactly into one term per history event and vector:
+        w·a^s_h/|s| · (v_h·v_i) (source "interest.short") and (1-w)·a^l_h/|l| · (v_h·v_i) ("interest.long").
+        """
+        cfg = self.config
+        out: list[list[tuple[Evidence, ...]]] = []
+        for history, ids in zip(histories, item_ids, strict=True):
+            rows, times = self._arrays(history)
+            if not len(rows) or not ids:
+                out.append([() for _ in ids])
+                continue
+            vectors = self._event_vectors(history, rows)  # (n, dim)
+            sims = vectors @ self.index.vectors[self.index.rows(list(ids))].T  # (n, len(ids))
+            row: list[tuple[Evidence, ...]] = [() for _ in ids]
+            for part, half_life, weight in (("short", cfg.short_half_life_days, cfg.short_weight),
+                                            ("long", cfg.long_half_life_days, 1.0 - cfg.short_weight)):
+                att = attention_weights(vectors, times, half_life, cfg)
+                norm = float(np.linalg.norm(att @ vectors))
+                if weight <= 0 or norm <= 0:
+                    continue
+                terms = (weight * att / norm)[:, None] * sims
+                for j in range(len(ids)):
+                    per: dict[str, float] = {}
+                    for e in np.flatnonzero(terms[:, j] > 0).tolist():
+                        per[history[e].item] = per.get(history[e].item, 0.0) + float(terms[e, j])
+                    row[j] = row[j] + top_evidence(per, f"{self.name}.{part}", "content")
+            out.append([tuple(sorted(ev, key=lambda e: -e.weight)) for ev in row])
+        return out
 
 def unseen_mask(rows: np.ndarray, seen_rows: Sequence[np.ndarray], n_items: int, k: int) -> np.ndarray:
     """Which search results to keep: real rows the user has not seen, the first k per user.

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from retrieval.candidates.base import Candidate, CandidateGenerator, Histories, History
+from retrieval.candidates.base import Candidate, CandidateGenerator, Evidence, Histories, History, top_evidence
 from retrieval.data.model import Event
 from retrieval.errors import ConfigError, MissingDependencyError, UnknownItemError
 
@@ -107,6 +107,25 @@ class ItemKNN:
                                     shape=(len(sequences), n))
         return np.asarray((profile @ self.similarity).todense(), dtype=np.float32)
 
+    def terms(self, events: Sequence[Event], item_ids: Sequence[str]) -> np.ndarray:
+        """Each history event's term in each given item's score: recency weight × similarity.
+
+        Summed over events, a column is exactly that item's `score_sequences` score.
+
+        Args:
+            events: one history, oldest first.
+            item_ids: the items to attribute.
+
+        Returns:
+            (len(events), len(item_ids)) float32.
+        """
+        cols, w = self.weights(events)
+        targets = [self._col(i) for i in item_ids]
+        if not len(cols) or not targets:
+            return np.zeros((len(cols), len(targets)), dtype=np.float32)
+        sims = np.asarray(self.similarity[cols][:, targets].todense(), dtype=np.float32)
+        return w[:, None] * sims
+
     def __repr__(self) -> str:
         return f"<ItemKNN {len(self.item_ids):,} items, {self.similarity.nnz:,} similarities>"
 
@@ -149,4 +168,19 @@ class KNNGenerator(CandidateGenerator):
             picks = [Candidate(self.knn.item_ids[c], float(row[c]), self.name)
                      for c in order[: k + len(seen)].tolist() if c not in seen and row[c] > 0]
             out.append(picks[:k])
+        return out
+
+    def evidence_batch(self, histories: Sequence[History],
+                       item_ids: Sequence[Sequence[str]]) -> list[list[tuple[Evidence, ...]]]:
+        """Co-occurrence evidence: each history item's term (similarity × recency weight) in the score."""
+        out = []
+        for events, ids in zip(histories, item_ids, strict=True):
+            terms = self.knn.terms(events, ids)
+            row = []
+            for j in range(len(ids)):
+                per: dict[str, float] = {}
+                for e in np.flatnonzero(terms[:, j] > 0).tolist():
+                    per[events[e].item] = per.get(events[e].item, 0.0) + float(terms[e, j])
+                row.append(top_evidence(per, self.name, "co_occurrence"))
+            out.append(row)
         return out

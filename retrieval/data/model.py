@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from retrieval.errors import DataError, UnknownItemError, UnknownUserError
 
-Action = Literal["view", "click", "purchase", "rate", "review", "interact"]
+Action = Literal["view", "click", "purchase", "rate", "review", "tag", "interact"]
 
 
 

@@ -200,7 +200,8 @@ class TunedSmoothingForecaster(ExpSmoothingForecaster):
 
     Window k's smoothing weight is also multiplied by (events in k)^γ, so a one-event week moves the
     level less than a busy one. The prediction is (1-β)·smoothed + β·(population mean share);
-    α, γ and β come from a grid search on the training pairs.
+    α, γ and β come from a grid search on the training pairs (a seeded sample of `max_pairs` when
+    there are more).
     """
 
     name = "exp-smoothing-tuned"
@@ -208,9 +209,11 @@ class TunedSmoothingForecaster(ExpSmoothingForecaster):
     gammas = (0.0, 0.5, 1.0)
     betas = (0.0, 0.1, 0.2, 0.3, 0.5)
 
-    def __init__(self, alpha: float = 0.5, beta: float = 0.0, gamma: float = 0.0) -> None:
+    def __init__(self, alpha: float = 0.5, beta: float = 0.0, gamma: float = 0.0, max_pairs: int = 3000) -> None:
         super().__init__(alpha)
         self.beta, self.gamma = beta, gamma
+        # The grid costs one JS divergence per pair and setting: past max_pairs, a seeded sample is enough.
+        self.max_pairs = max_pairs
         self.prior: np.ndarray | None = None
         self.prior_vector: np.ndarray | None = None
 
@@ -221,6 +224,9 @@ class TunedSmoothingForecaster(ExpSmoothingForecaster):
         pairs = training_pairs(sequences)
         if not pairs:
             return self
+        if len(pairs) > self.max_pairs:
+            keep = np.random.default_rng(0).choice(len(pairs), self.max_pairs, replace=False)
+            pairs = [pairs[i] for i in sorted(keep)]
         histories = [(share_matrix(h, self.vocab), counts(h)) for h, _ in pairs]
         targets = [to_shares(share_matrix([t], self.vocab)[0], self.vocab) for _, t in pairs]
         best = (np.inf, self.alpha, self.gamma, self.beta)

@@ -112,3 +112,65 @@ def summarize_evolution(user: str, events: Sequence[Event], catalog: Catalog, in
     forecaster = forecaster or ExpSmoothingForecaster()
     shares, vector = ({}, None) if not windows else forecaster.forecast(windows)
     return Evolution(user, period, windows, drift, shifts, long_term, short_term, shares, vector, forecaster.name)
+
+
+@dataclass(frozen=True)
+class ShiftPick:
+    """A user picked because their history has a detected interest shift with events on both sides.
+
+    Attributes:
+        user: the picked user, or None when no user qualifies.
+        candidates: how many users qualified.
+        period: the window size the shifts were detected at.
+        seed: the seed of the pick.
+        min_events: a qualifying user has at least this many events.
+        min_side_events: the latest shift has at least this many events in the `span` windows before it
+            and in the `span` windows from it on (a one-event window can look like a full shift).
+    """
+
+    user: str | None
+    candidates: int
+    period: str
+    seed: int
+    min_events: int
+    min_side_events: int
+
+    def statement(self) -> str:
+        """One line saying how the user was picked."""
+        rule = (f"≥ {self.min_events} events and a detected interest shift ({self.period} windows) with "
+                f"≥ {self.min_side_events} events on each side")
+        if self.user is None:
+            return f"no user has {rule}; showing the first user"
+        return (f"user {self.user} picked at random (seed {self.seed}) among the {self.candidates:,} users with "
+                f"{rule}; pass --user to choose")
+
+
+def side_events(windows: Sequence[Window], t: int, span: int) -> tuple[int, int]:
+    """Events in the `span` windows before window t and in the `span` windows from t on."""
+    return (sum(len(w.items) for w in windows[max(0, t - span):t]),
+            sum(len(w.items) for w in windows[t:t + span]))
+
+
+def pick_shift_user(histories: dict[str, Sequence[Event]], catalog: Catalog, period: str = "week", seed: int = 0,
+                    min_events: int = 20, min_side_events: int = 5,
+                    shift_config: ShiftConfig | None = None) -> ShiftPick:
+    """Pick, reproducibly, a user whose latest detected shift (categories only) has events on both sides.
+
+    The latest shift is the one the agent describes. Users are considered in sorted id order, so the
+    pick depends only on the data and `seed`.
+    """
+    import random
+
+    config = shift_config or ShiftConfig()
+    qualified = []
+    for user in sorted(histories):
+        events = histories[user]
+        if len(events) < min_events:
+            continue
+        windows = build_timeline(events, catalog, None, period)
+        weights = [float(len(w.items)) for w in windows]
+        points = change_points([w.categories for w in windows], config, weights)
+        if points and min(side_events(windows, points[-1][0], config.span)) >= min_side_events:
+            qualified.append(user)
+    picked = random.Random(seed).choice(qualified) if qualified else None
+    return ShiftPick(picked, len(qualified), period, seed, min_events, min_side_events)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from retrieval import __version__
-from retrieval.candidates.base import Candidate, CandidateGenerator, History
+from retrieval.candidates.base import Candidate, CandidateGenerator, Evidence, History, top_evidence
 from retrieval.data.model import Event
 from retrieval.errors import IndexStateError, LeakageError
 from retrieval.sequential.config import SeqConfig
@@ -137,6 +137,38 @@ class SequentialModel:
     def score(self, sequences: Sequence[Sequence[Event]]) -> np.ndarray:
         """Scores of every catalogue item, shape (len(sequences), n_items), exact inner products."""
         return self.encode(sequences) @ self.item_vectors().T
+
+    def masking_drops(self, histories: Sequence[Sequence[Event]],
+                      item_ids: Sequence[Sequence[str]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Attribution by removal: how much each item's score falls when one history event is removed.
+
+        Only the newest `max_len` events can matter (older ones are outside the model's window); each
+        of them is removed in turn, and all users' shortened sequences are encoded in one batch.
+
+        Args:
+            histories: per user, events oldest first.
+            item_ids: per user, the items to attribute.
+
+        Returns:
+            per user, (event positions (w,) int64 into the history, drops (w, len(ids)) float32): the
+            full sequence's score minus the score without that event (negative = the event hurt it).
+        """
+        seqs: list[tuple[np.ndarray, np.ndarray]] = []
+        spans = []
+        for events in histories:
+            rows, secs = self.arrays(events)
+            window = np.arange(max(0, len(rows) - self.config.max_len), len(rows))
+            spans.append((len(seqs), window))
+            seqs.append((rows, secs))
+            seqs.extend((np.delete(rows, e), np.delete(secs, e)) for e in window.tolist())
+        queries = self.encode_arrays(seqs) if seqs else np.zeros((0, self.config.hidden), np.float32)
+        index = self.index
+        out = []
+        for (first, window), ids in zip(spans, item_ids, strict=True):
+            vecs = index.vectors[index.rows(list(ids))] if ids else np.zeros((0, self.config.hidden), np.float32)
+            scores = queries[first:first + 1 + len(window)] @ vecs.T  # (1 + w, len(ids))
+            out.append((window, (scores[:1] - scores[1:]).astype(np.float32)))
+        return out
 
     def fingerprint(self) -> str:
         """sha256 over the weights: identifies this exact model."""
@@ -269,4 +301,20 @@ class SequentialGenerator(CandidateGenerator):
             picks = [Candidate(index.ids[r], s, self.name) for s, r in zip(s_row.tolist(), r_row.tolist(), strict=True)
                      if r >= 0 and index.ids[r] not in seen_u]
             out.append(picks[:k])
+        return out
+
+    def evidence_batch(self, histories: Sequence[History],
+                       item_ids: Sequence[Sequence[str]]) -> list[list[tuple[Evidence, ...]]]:
+        """Sequence evidence: the score drop of each item when one history event is removed (`masking_drops`)."""
+        out = []
+        for events, ids, (window, drops) in zip(histories, item_ids,
+                                               self.model.masking_drops(histories, item_ids), strict=True):
+            row = []
+            for j in range(len(ids)):
+                per: dict[str, float] = {}
+                for pos, d in zip(window.tolist(), drops[:, j].tolist(), strict=True):
+                    if d > 0:
+                        per[events[pos].item] = per.get(events[pos].item, 0.0) + d
+                row.append(top_evidence(per, self.name, "sequence"))
+            out.append(row)
         return out

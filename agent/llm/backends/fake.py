@@ -70,6 +70,9 @@ class FakeChatModel(BaseChatModel):
         supports_logprobs / supports_json_schema / supports_grammar / supports_tools / supports_json_mode:
             the capabilities this fake declares.
         name_: model name used in cache keys.
+        supports_prompt_logprobs: declare continuation scoring (`score_continuations`).
+        continuation_scores: (prefix, continuations) -> one log-likelihood per continuation, or an
+            exception instance to raise; used by `score_continuations` (None: every continuation -1.0).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -81,6 +84,8 @@ class FakeChatModel(BaseChatModel):
     supports_grammar: bool = False
     supports_tools: bool = False
     supports_json_mode: bool = False
+    supports_prompt_logprobs: bool = False
+    continuation_scores: Any = None
     model_name: str = "fake"
     calls: list[FakeCall] = Field(default_factory=list)
 
@@ -96,6 +101,16 @@ class FakeChatModel(BaseChatModel):
     def count_tokens(self, text: str) -> int:
         """Whitespace tokens: deterministic, so token budgets are easy to check by hand."""
         return len(text.split())
+
+    def score_continuations(self, prefix: str, continuations: Sequence[str]) -> tuple[list[float], list[int], int]:
+        """Scripted continuation log-likelihoods (recorded in `calls` with kwargs {"continuations": ...})."""
+        self.calls.append(FakeCall([AIMessage(prefix)], {"continuations": list(continuations)}))
+        fn = self.continuation_scores
+        values = [-1.0] * len(continuations) if fn is None else fn(prefix, list(continuations))
+        if isinstance(values, BaseException):
+            raise values
+        counts = [self.count_tokens(c) for c in continuations]
+        return list(values), counts, self.count_tokens(prefix) + sum(counts)
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:

@@ -48,7 +48,10 @@ class EmbeddedChatModel(BaseChatModel):
     supports_grammar: ClassVar[bool] = True
     supports_tools: ClassVar[bool] = False
     supports_json_mode: ClassVar[bool] = False
+    supports_prompt_logprobs: ClassVar[bool] = True
     max_top_logprobs: ClassVar[int] = 100
+    # One llama.cpp context serves one call at a time: more threads only queue on the lock.
+    max_concurrency: ClassVar[int] = 1
 
     model_path: str
     n_ctx: int = 4096
@@ -88,7 +91,9 @@ class EmbeddedChatModel(BaseChatModel):
             amx = has_amx()
             if amx:
                 log.info("CPU has AMX: loading %s without llama.cpp's AMX/repack weight buffers", self.model_path)
-            with safe_model_params(disable_extra_buffers=amx):
+            from agent.llm.backends.llamacpp_score import parallel_sequences
+
+            with safe_model_params(disable_extra_buffers=amx), parallel_sequences():
                 try:
                     self._llm = Llama(model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads,
                                       seed=self.seed, verbose=False, logits_all=False)
@@ -164,6 +169,44 @@ class EmbeddedChatModel(BaseChatModel):
         return AIMessage(content=pieces[0][0], response_metadata={"logprobs": {"content": content}},
                          usage_metadata={"input_tokens": len(tokens), "output_tokens": 1,
                                          "total_tokens": len(tokens) + 1})
+
+    def score_continuations(self, prefix: str, continuations: Sequence[str]) -> tuple[list[float], list[int], int]:
+        """Summed log-probability of each continuation's tokens right after `prefix` (plain text).
+
+        The prefix is evaluated once (keeping what the KV cache already holds), then all continuations
+        in one batched decode, each in its own sequence sharing the prefix's cache cells
+        (`llamacpp_score.score_after_prefix`); they are removed again, so the next call with the same
+        prefix (and any chat call sharing it) starts from the cached prefix.
+
+        Returns:
+            (logprobs, token counts, prompt tokens: the prefix plus every continuation), the first two of
+            length len(continuations).
+
+        Raises:
+            LLMTimeoutError: the deadline passed (waiting for the model or between continuations).
+            LLMError: the prompt does not fit `n_ctx`, or llama.cpp failed.
+        """
+        from agent.llm.backends.llamacpp_score import score_after_prefix
+
+        left = remaining()
+        if not self._lock.acquire(timeout=-1 if left is None else max(0.0, left)):
+            raise LLMTimeoutError("the embedded model stayed busy with other calls until the deadline")
+        try:
+            llm = self._load()
+            head = llm.tokenize(prefix.encode("utf-8"), add_bos=True, special=False)
+            tails = [llm.tokenize(c.encode("utf-8"), add_bos=False, special=False) for c in continuations]
+            if not head or any(not t for t in tails):
+                raise LLMError("an empty prefix or continuation cannot be scored")
+            if len(head) + max(len(t) for t in tails) >= self.n_ctx:
+                raise LLMError(f"prefix of {len(head)} tokens plus a continuation exceeds n_ctx={self.n_ctx}")
+            try:
+                values = score_after_prefix(llm, head, tails)
+            except RuntimeError as exc:
+                llm.n_tokens = 0  # the cache state is unknown after a failed decode
+                raise LLMError(f"llama.cpp failed: {exc}") from exc
+            return values, [len(t) for t in tails], len(head) + sum(len(t) for t in tails)
+        finally:
+            self._lock.release()
 
     def _piece(self, token: int) -> str:
         with self._lock:

@@ -6,7 +6,7 @@ importing this module never imports langchain-openai.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal, get_args
 
 from langchain_core.language_models import BaseChatModel
@@ -18,13 +18,15 @@ ServerKind = Literal["vllm", "llamacpp-server", "openai"]
 SERVER_KINDS: tuple[ServerKind, ...] = get_args(ServerKind)
 
 _CAPABILITIES: dict[ServerKind, dict[str, bool]] = {
-    # vLLM: guided decoding with response_format json_schema; logprobs up to --max-logprobs (20).
-    "vllm": dict(supports_logprobs=True, supports_json_schema=True, supports_tools=True),
+    # vLLM: guided decoding with response_format json_schema; logprobs up to --max-logprobs (20);
+    # prompt logprobs through the completions API with echo (continuation scoring).
+    "vllm": dict(supports_logprobs=True, supports_json_schema=True, supports_tools=True,
+                 supports_prompt_logprobs=True),
     # llama.cpp server: json_schema returns HTTP 500; json_object and function calling work.
     "llamacpp-server": dict(supports_logprobs=True, supports_json_mode=True, supports_tools=True),
     "openai": {},
 }
-_SERVER_CLASSES: dict[ServerKind, type] = {}
+_SERVER_CLASSES: dict[tuple[ServerKind, tuple[str, ...] | None], type] = {}
 
 
 def _chat_openai_class() -> type:
@@ -49,16 +51,57 @@ def _max_tokens_payload(base: type) -> Callable[..., dict[str, Any]]:
     return payload
 
 
-def server_chat_class(kind: ServerKind) -> type:
-    """`ChatOpenAI` subclass with the capabilities of a server kind: "vllm", "llamacpp-server", "openai"."""
-    if kind not in _SERVER_CLASSES:
+def score_continuations(self: Any, prefix: str, continuations: Sequence[str]) -> tuple[list[float], list[int], int]:
+    """Continuation log-likelihoods from the completions API: `echo` with `logprobs`, one request.
+
+    All prompts share `prefix`, so a server with prefix caching (vLLM) evaluates it once. A token
+    counts toward a continuation when its text span overlaps the continuation's characters.
+
+    Raises:
+        openai errors (retried or translated by `LLMClient`); KeyError/TypeError/ValueError on a reply
+        of the wrong shape (an unreadable reply).
+    """
+    start = len(prefix)
+    prompts = [prefix + c for c in continuations]
+    reply = self.root_client.completions.create(model=self.model_name, prompt=prompts, max_tokens=1,
+                                                temperature=0.0, echo=True, logprobs=1)
+    choices = sorted(reply.choices, key=lambda c: c.index)
+    if len(choices) != len(prompts):
+        raise ValueError(f"{len(choices)} choices for {len(prompts)} prompts")
+    values: list[float] = []
+    counts: list[int] = []
+    for choice, prompt in zip(choices, prompts, strict=True):
+        offsets, lps = list(choice.logprobs.text_offset), list(choice.logprobs.token_logprobs)
+        ends = offsets[1:] + [len(prompt)]
+        picked = [lp for off, end, lp in zip(offsets, ends, lps, strict=True)
+                  if off < len(prompt) and end > start]  # the echo ends with the generated token: not ours
+        if not picked or any(lp is None for lp in picked):
+            raise ValueError("the reply carried no prompt logprobs for a continuation")
+        values.append(float(sum(picked)))
+        counts.append(len(picked))
+    usage = getattr(reply, "usage", None)
+    return values, counts, int(getattr(usage, "prompt_tokens", 0) or 0)
+
+
+def server_chat_class(kind: ServerKind, declared: Sequence[str] | None = None) -> type:
+    """`ChatOpenAI` subclass with the capabilities of a server kind: "vllm", "llamacpp-server", "openai".
+
+    Args:
+        kind: the server kind.
+        declared: capability names (`Capabilities.names()`) that replace the kind's own, for a hosted
+            endpoint whose features the caller knows (e.g. ("logprobs", "json_schema")).
+    """
+    key = (kind, None if declared is None else tuple(sorted(declared)))
+    if key not in _SERVER_CLASSES:
         base = _chat_openai_class()
-        caps = _CAPABILITIES[kind]
+        caps = _CAPABILITIES[kind] if declared is None else {f"supports_{n}": True for n in sorted(declared)}
         attrs: dict[str, Any] = {"__annotations__": {k: ClassVar[bool] for k in caps}, **caps,
                                  "__module__": __name__, "_get_request_payload": _max_tokens_payload(base)}
+        if caps.get("supports_prompt_logprobs"):
+            attrs["score_continuations"] = score_continuations
         name = "".join(p.capitalize() for p in kind.replace("-", " ").split()) + "ChatModel"
-        _SERVER_CLASSES[kind] = type(name, (base,), attrs)
-    return _SERVER_CLASSES[kind]
+        _SERVER_CLASSES[key] = type(name, (base,), attrs)
+    return _SERVER_CLASSES[key]
 
 
 def factory(kind: ServerKind) -> Callable[[LLMSettings], BaseChatModel]:
@@ -68,7 +111,7 @@ def factory(kind: ServerKind) -> Callable[[LLMSettings], BaseChatModel]:
             raise ConfigError(f"backend {kind!r} needs base_url, e.g. http://127.0.0.1:8000/v1")
         from agent.llm.backends.http import deadline_client
 
-        cls = server_chat_class(kind)
+        cls = server_chat_class(kind, settings.capabilities)
         # No retries here: `LLMClient.chat` retries within the call's deadline (429 Retry-After, 5xx).
         model: BaseChatModel = cls(base_url=settings.base_url, api_key=settings.resolved_api_key(),
                                    model=settings.model or "default", temperature=settings.temperature,
