@@ -28,13 +28,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--parsing", default="rules", choices=("rules", "auto", "rules+llm"))
     args = p.parse_args(argv)
 
+    from agent.agent import AgentConfig, RecommenderAgent
     from agent.chat.session import ChatSession
-    from driftrec.cli.main import build_parser
-    from driftrec.cli.options import build_agent, load_data, open_index
+    from agent.llm.backends import make_client
+    from agent.llm.settings import LLMSettings
+    from agent.rerank import LLMReranker
+    from retrieval.candidates.registry import make_generator
+    from retrieval.data.datasets import cache_dir, load_dataset
+    from retrieval.vectors.build import build_index, default_cache
+    from retrieval.vectors.embed import make_embedder
 
-    cli = build_parser().parse_args(["chat", "--data", "ml-100k", "--user", "1", "--parsing", args.parsing])
-    dataset = load_data(cli)
-    agent = build_agent(cli, dataset, open_index(cli, dataset))
+    # The agent `driftrec chat` builds by default (driftrec/cli/options.py: build_agent).
+    dataset = load_dataset("ml-100k")
+    embedder = make_embedder("sentence-transformers")
+    index = build_index(dataset.catalog, embedder, "flat", cache=default_cache())
+    client = make_client(LLMSettings(backend="embedded", max_tokens=120, cache_dir=cache_dir() / "llm"))
+    agent = RecommenderAgent(dataset, make_generator("hybrid", index, dataset.histories, dataset.catalog.ids), index,
+                             client=client, reranker=LLMReranker(client, dataset.catalog),
+                             config=AgentConfig(parsing=args.parsing), embedder=embedder)
     users = random.Random(args.seed).sample(sorted(dataset.histories), args.users)
     times, llm_parsed, reranks = [], 0, 0
     for user in users:
