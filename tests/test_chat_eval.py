@@ -30,6 +30,21 @@ def catalogue(name: str) -> Any:
     return load_dataset(name).catalog
 
 
+def assert_gold_names_catalogue_items(rows: list[Any]) -> None:
+    """Every gold category is the catalogue's, every reference is a catalogue item, and Games golds (a
+    catalogue without categories or years) have neither."""
+    ml = catalogue("ml-100k")
+    names = {c for it in ml for c in it.categories}
+    for r in rows:
+        if r.dataset == "ml-100k":
+            assert set(r.gold.include_categories + r.gold.exclude_categories + r.gold.lift_categories) <= names
+            assert all(ref.item_id in ml for ref in r.gold.references), r.message
+    games = [r for r in rows if r.dataset == "games"]
+    assert not any(r.gold.include_categories or r.gold.exclude_categories or r.gold.years for r in games)
+    if (SHARED / "amazon-games-llmrank" / "Games-6k.item").is_file():
+        assert all(ref.item_id in catalogue("games") for r in games for ref in r.gold.references)
+
+
 # --------------------------------------------------------------------------- the test set
 def test_request_set_loads_and_every_gold_validates() -> None:
     rows = cpe.load_rows(DATA)
@@ -46,16 +61,7 @@ def test_request_set_loads_and_every_gold_validates() -> None:
 
 @needs_data
 def test_every_reference_is_in_its_catalogue_and_categories_are_the_catalogues() -> None:
-    rows = cpe.load_rows(DATA)
-    ml = catalogue("ml-100k")
-    names = {c for it in ml for c in it.categories}
-    for r in rows:
-        if r.dataset == "ml-100k":
-            assert set(r.gold.include_categories + r.gold.exclude_categories + r.gold.lift_categories) <= names
-            assert all(ref.item_id in ml for ref in r.gold.references), r.message
-    if (SHARED / "amazon-games-llmrank" / "Games-6k.item").is_file():
-        games = catalogue("games")
-        assert all(ref.item_id in games for r in rows if r.dataset == "games" for ref in r.gold.references)
+    assert_gold_names_catalogue_items(cpe.load_rows(DATA))
 
 
 @needs_data
@@ -212,16 +218,7 @@ def test_heldout_set_loads_validates_and_names_catalogue_items() -> None:
     dev = cpe.load_rows(DATA)
     assert not {r.template for r in rows} & {r.template for r in dev}
     assert not {r.message.lower() for r in rows} & {r.message.lower() for r in dev}
-    ml = catalogue("ml-100k")
-    names = {c for it in ml for c in it.categories}
-    for r in rows:
-        if r.dataset == "ml-100k":
-            assert set(r.gold.include_categories + r.gold.exclude_categories + r.gold.lift_categories) <= names
-            assert all(ref.item_id in ml for ref in r.gold.references), r.message
-    games = [r for r in rows if r.dataset == "games"]
-    assert not any(r.gold.include_categories or r.gold.exclude_categories or r.gold.years for r in games)
-    if (SHARED / "amazon-games-llmrank" / "Games-6k.item").is_file():
-        assert all(ref.item_id in catalogue("games") for r in games for ref in r.gold.references)
+    assert_gold_names_catalogue_items(rows)
 
 
 @needs_data
@@ -240,14 +237,5 @@ def test_second_heldout_set_validates_and_shares_nothing_with_the_other_sets() -
         earlier = cpe.load_rows(other)
         assert not {shape(r.template) for r in rows} & {shape(r.template) for r in earlier}
         assert not {r.message.lower() for r in rows} & {r.message.lower() for r in earlier}
-    ml = catalogue("ml-100k")
-    names = {c for it in ml for c in it.categories}
-    for r in rows:
-        if r.dataset == "ml-100k":
-            assert set(r.gold.include_categories + r.gold.exclude_categories + r.gold.lift_categories) <= names
-            assert all(ref.item_id in ml for ref in r.gold.references), r.message
-    games = [r for r in rows if r.dataset == "games"]
-    assert not any(r.gold.include_categories or r.gold.exclude_categories or r.gold.years for r in games)
+    assert_gold_names_catalogue_items(rows)
     assert all(ref.item_id and ref.text.lower() in r.message.lower() for r in rows for ref in r.gold.references)
-    if (SHARED / "amazon-games-llmrank" / "Games-6k.item").is_file():
-        assert all(ref.item_id in catalogue("games") for r in games for ref in r.gold.references)
