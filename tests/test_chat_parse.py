@@ -134,6 +134,8 @@ def test_sessions_save_and_resume(tmp_path: Path) -> None:
         ChatSession.load(tmp_path / "bad2.json")
     with pytest.raises(ConfigError, match="no chat session file"):
         ChatSession.load(tmp_path / "missing.json")
+    with pytest.raises(ConfigError, match="cannot save chat session"):
+        session.save(tmp_path / "bad.json" / "below" / "s.json")
 
 
 def test_chat_on_ml100k_meets_constraints_and_says_when_it_cannot(ml100k_retrieval_agent) -> None:  # type: ignore[no-untyped-def]
@@ -176,3 +178,6 @@ def test_cli_chat_session_file_carries_the_conversation(ml100k_path: Path, tmp_p
     assert why["intent"] == "explain" and not why["diagnostics"]["not_suggested"] and "because" in why["text"]
     assert main([*base, "--user", "1", "--message", "hi"]) == 2  # another user's session file
     assert "belongs to user '196'" in capsys.readouterr().err
+    below = [*base[:-3], "--session", str(tmp_path / "s.json" / "t.json"), "--json", "--message", "hi"]
+    assert main(below) == 2
+    assert "is a file, so nothing can be written below it" in capsys.readouterr().err

@@ -64,10 +64,17 @@ class ChatSession(BaseModel):
         del self.turns[:-MAX_TURNS_KEPT]
 
     def save(self, path: str | Path) -> Path:
-        """Write the session as JSON, atomically (a crash leaves the old file or the new one)."""
+        """Write the session as JSON, atomically (a crash leaves the old file or the new one).
+
+        Raises:
+            ConfigError: the file cannot be written there (a file in the way, no permission).
+        """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        except OSError as exc:
+            raise ConfigError(f"cannot save chat session to {path}: {exc}") from None
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(self.model_dump_json(indent=1))

@@ -75,7 +75,12 @@ def _open_session(path: str | None, user: str) -> Any:
 
     from agent.chat.session import ChatSession
 
-    if path is None or not Path(path).exists():
+    if path is None:
+        return ChatSession(user=user)
+    from retrieval.vectors.store import check_not_below_a_file
+
+    check_not_below_a_file(Path(path), f"--session {path}")  # before the models load, not at the first save
+    if not Path(path).exists():
         return ChatSession(user=user)
     session = ChatSession.load(path)
     if session.user != user:
