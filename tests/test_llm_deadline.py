@@ -21,6 +21,7 @@ from agent.agent import AgentConfig, RecommenderAgent
 from agent.explain import Explainer
 from agent.llm import LLMSettings
 from agent.llm.backends import make_client
+from agent.llm.backends.openai import TOKENIZE_TIMEOUT_S
 from agent.llm.client import LLMClient
 from agent.llm.deadline import budget, expired, remaining
 from agent.rerank import LLMReranker
@@ -112,10 +113,13 @@ FAULTS = {
 
 
 @pytest.fixture()
-def server() -> Iterator[Callable[[Callable[[Fault], Respond]], tuple[str, Fault]]]:
+def server() -> Iterator[Callable[..., tuple[str, Fault]]]:
     started: list[tuple[ThreadingHTTPServer, Fault]] = []
 
-    def start(kind: Callable[[Fault], Callable[[BaseHTTPRequestHandler, int], None]]) -> tuple[str, Fault]:
+    def start(kind: Callable[[Fault], Callable[[BaseHTTPRequestHandler, int], None]],
+              tokenize: bool = False) -> tuple[str, Fault]:
+        """A server playing `kind`; without `tokenize`, its /tokenize endpoint is absent (404, not counted),
+        so the client estimates token counts and `fault` sees only the LLM calls."""
         fault = Fault(lambda h, n: None)
         fault.respond = kind(fault)
 
@@ -123,7 +127,10 @@ def server() -> Iterator[Callable[[Callable[[Fault], Respond]], tuple[str, Fault
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:  # noqa: N802
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path.endswith("/tokenize") and not tokenize:
+                    send(self, 404, b'{"detail": "Not Found"}')
+                    return
                 fault.calls += 1
                 try:
                     fault.respond(self, fault.calls)
@@ -175,7 +182,8 @@ def test_every_fault_gives_the_retrieval_ranking_by_the_deadline_flagged(name, s
     assert result.fallback and result.errors, result
     assert fault.calls >= 1
     # Timeouts stop at the first call; unreadable replies are re-asked (json method) and each is fast.
-    assert elapsed < TIMEOUT_S + SLACK_S, f"{name}: {elapsed:.1f} s"
+    # The server is first asked to count the prompt's tokens (up to TOKENIZE_TIMEOUT_S), then to rerank.
+    assert elapsed < TOKENIZE_TIMEOUT_S + TIMEOUT_S + SLACK_S, f"{name}: {elapsed:.1f} s"
 
 
 @pytest.mark.parametrize("name", ["empty-object", "html-body", "wrong-logprob-types", "not-json"])
@@ -274,6 +282,42 @@ def test_the_api_key_comes_from_the_environment_or_the_setting_and_never_shows(
     make_client(given).chat([HumanMessage("hi")], max_tokens=4)
     assert seen == ["Bearer sk-driftrec", "Bearer sk-openai", "Bearer sk-given"]
     assert "sk-given" not in repr(given) and "sk-given" not in given.model_dump_json()
+
+
+def test_server_backends_count_tokens_with_the_servers_tokenizer_and_estimate_when_it_fails(
+        server, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from agent.llm.backends import openai as backend
+    from agent.llm.client import estimate_tokens
+
+    monkeypatch.setattr(backend, "_COUNTS", {})
+    monkeypatch.setattr(backend, "_NO_TOKENIZE", set())
+    asked: list[tuple[str, dict[str, object], str | None]] = []
+
+    def tokenizer(fault: Fault) -> Respond:
+        def respond(h: BaseHTTPRequestHandler, n: int) -> None:
+            body = json.loads(h.body)  # type: ignore[attr-defined]
+            asked.append((h.path, body, h.headers.get("Authorization")))
+            words = len(str(body.get("prompt", body.get("content", ""))).split())
+            send(h, 200, json.dumps({"count": words, "tokens": list(range(words))}).encode())
+        return respond
+
+    url, _ = server(tokenizer, tokenize=True)
+    for kind, text in (("vllm", "one two three"), ("llamacpp-server", "four five")):
+        client = make_client(LLMSettings(backend=kind, base_url=url, model="m", api_key="sk-k"))
+        assert client.count_tokens(text) == len(text.split())
+        assert client.count_tokens(text) == len(text.split())  # remembered: no second request
+    assert [(path, auth) for path, _, auth in asked] == [("/tokenize", "Bearer sk-k")] * 2
+    assert asked[0][1] == {"model": "m", "prompt": "one two three", "add_special_tokens": False}
+    assert asked[1][1] == {"content": "four five"}
+
+    url, fault = server(status(404), tokenize=True)  # a server without the endpoint: estimated, asked only once
+    client = make_client(LLMSettings(backend="vllm", base_url=url, model="m"))
+    text = "a fairly long line of text " * 4
+    assert client.count_tokens(text) == estimate_tokens(text)
+    assert client.count_tokens(text + "!") == estimate_tokens(text + "!")
+    assert fault.calls == 1
+    hosted = make_client(LLMSettings(backend="openai", base_url=url, model="m"))
+    assert hosted.count_tokens(text) == estimate_tokens(text) and fault.calls == 1  # no endpoint to ask
 
 
 def test_a_429_then_success_is_retried_and_counted_in_the_rerank_flags(server, catalog) -> None:  # type: ignore[no-untyped-def]

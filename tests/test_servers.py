@@ -227,14 +227,10 @@ def test_rerank_scores_all_candidates_from_logprobs(served: Served, world: World
 
 
 @pytest.mark.slow
-def test_pointwise_rerank_matches_the_embedded_model_on_vllm(served: Served, world: World,
-                                                            request: pytest.FixtureRequest) -> None:
+def test_pointwise_rerank_matches_the_embedded_model_on_vllm(served: Served, world: World) -> None:
     if served.kind != "vllm":  # llama.cpp's server declares no prompt_logprobs: the listwise methods run
         assert not served.client.capabilities.prompt_logprobs
         return
-    request.applymarker(pytest.mark.xfail(strict=True, reason=(
-        "known: on 20 ml-100k titles the vLLM pointwise log-likelihoods differ from the embedded ones by up "
-        "to 2.8 nats (docs/llm.md); cause not found yet")))
     assert served.client.capabilities.prompt_logprobs
     config = RerankConfig(method="pointwise")
     with server_log_on_failure(served):

@@ -13,6 +13,9 @@ from langchain_core.language_models import BaseChatModel
 
 from agent.llm.settings import LLMSettings
 from retrieval.errors import ConfigError, MissingDependencyError
+from retrieval.log import get_logger
+
+log = get_logger(__name__)
 
 ServerKind = Literal["vllm", "llamacpp-server", "openai"]
 SERVER_KINDS: tuple[ServerKind, ...] = get_args(ServerKind)
@@ -83,6 +86,63 @@ def score_continuations(self: Any, prefix: str, continuations: Sequence[str]) ->
     return values, counts, int(getattr(usage, "prompt_tokens", 0) or 0)
 
 
+# Where each server kind counts tokens with the served model's own tokenizer: the path below the API root
+# (the base URL without "/v1") and how the request and reply look. A hosted OpenAI endpoint has none.
+_TOKENIZE: dict[ServerKind, tuple[str, Callable[[str, str], dict[str, Any]], Callable[[Any], int]]] = {
+    "vllm": ("/tokenize", lambda model, text: {"model": model, "prompt": text, "add_special_tokens": False},
+             lambda body: int(body["count"])),
+    "llamacpp-server": ("/tokenize", lambda model, text: {"content": text}, lambda body: len(body["tokens"])),
+}
+_COUNTS: dict[tuple[str, str, str], int] = {}  # (API root, model, text) -> tokens; narratives repeat lines
+_COUNTS_MAX = 100_000
+_NO_TOKENIZE: set[str] = set()  # API roots whose tokenize endpoint failed once: estimated from then on
+# A local server answers a tokenize request in milliseconds. One that does not answer in this time
+# (hung, or far away) must not add a full request timeout before every prompt is even sent.
+TOKENIZE_TIMEOUT_S = 0.5
+
+
+def _token_counter(kind: ServerKind) -> Callable[[Any, str], int]:
+    """`count_tokens(self, text)` through the server's tokenize endpoint, so a prompt's token budget
+    (the narrative) is filled as the embedded model fills it, not by a conservative estimate.
+
+    Counts are remembered per server and text. A server whose endpoint fails once (an old version, a
+    proxy that does not pass it, no answer within `TOKENIZE_TIMEOUT_S`) is estimated from then on in
+    this process, with one warning.
+    """
+    path, body, count = _TOKENIZE[kind]
+
+    def count_tokens(self: Any, text: str) -> int:
+        from agent.llm.backends.http import deadline_client
+        from agent.llm.client import estimate_tokens
+        from agent.llm.deadline import budget
+
+        root = str(self.openai_api_base or "").rstrip("/").removesuffix("/v1")
+        key = (root, str(self.model_name), text)
+        if key in _COUNTS:
+            return _COUNTS[key]
+        if not root or root in _NO_TOKENIZE:
+            return estimate_tokens(text)
+        try:
+            secret = getattr(self, "openai_api_key", None)
+            api_key = secret.get_secret_value() if secret is not None else ""
+            headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+            client = self.http_client or deadline_client(TOKENIZE_TIMEOUT_S)
+            with budget(TOKENIZE_TIMEOUT_S):  # bounds the whole request, even one trickled byte by byte
+                reply = client.post(root + path, json=body(str(self.model_name), text), headers=headers)
+            reply.raise_for_status()
+            n = count(reply.json())
+        except Exception as exc:  # any transport, HTTP or shape failure: estimate, as before this endpoint
+            _NO_TOKENIZE.add(root)
+            log.warning("%s: token counting through %s failed (%s); estimating token counts instead",
+                        kind, root + path, type(exc).__name__)
+            return estimate_tokens(text)
+        if len(_COUNTS) >= _COUNTS_MAX:
+            _COUNTS.clear()
+        _COUNTS[key] = n
+        return n
+    return count_tokens
+
+
 def server_chat_class(kind: ServerKind, declared: Sequence[str] | None = None) -> type:
     """`ChatOpenAI` subclass with the capabilities of a server kind: "vllm", "llamacpp-server", "openai".
 
@@ -99,6 +159,8 @@ def server_chat_class(kind: ServerKind, declared: Sequence[str] | None = None) -
                                  "__module__": __name__, "_get_request_payload": _max_tokens_payload(base)}
         if caps.get("supports_prompt_logprobs"):
             attrs["score_continuations"] = score_continuations
+        if kind in _TOKENIZE:
+            attrs["count_tokens"] = _token_counter(kind)
         name = "".join(p.capitalize() for p in kind.replace("-", " ").split()) + "ChatModel"
         _SERVER_CLASSES[key] = type(name, (base,), attrs)
     return _SERVER_CLASSES[key]
