@@ -51,6 +51,9 @@ class AgentConfig:
             its output and the rules found nothing but the intent or no intent: `agent.chat.llm_parse.needs_llm`).
         chat_k: items per chat reply (each explained: at most `agent.limits.MAX_EXPLAINED`).
         recent_events: events that define "what I watched lately" for the "different" intent.
+        verify_citations: an explanation cites the fewest of the item's largest contributors whose
+            removal from the history takes it out of the generator's top k (checked by asking the
+            generator again: `retrieval.candidates.counterfactual`); off, it cites the 3 largest.
         llm_budget_s: LLM time one recommendation may spend (rerank, explanations, shift text), on top of
             each call's own deadline (`LLMSettings.timeout_s`); once spent, the rerank falls back to
             retrieval order and the remaining texts are templates (flagged in `diagnostics`). None = no
@@ -63,6 +66,7 @@ class AgentConfig:
     chat_k: int = 5
     recent_events: int = 20
     llm_budget_s: float | None = 120.0
+    verify_citations: bool = True
 
     def __post_init__(self) -> None:
         check_count(self.candidates, "candidates", MAX_K)
@@ -201,10 +205,11 @@ class RecommenderAgent:
         if explain:  # evidence only where it is read: lists without explanations stay as cheap as before
             start = time.perf_counter()
             picks = self._with_evidence(history, picks)
+            cited = self._citations(history, picks, k)
             diag = diag.model_copy(update={"evidence_s": time.perf_counter() - start})
             rising = self.evolution(user_id).short_term
             explanations = tuple(self.explainer.explain(history, items, evidence={c.item_id: c.evidence for c in picks},
-                                                        rising=rising))
+                                                        rising=rising, cited=cited))
             shift = self.interest_shift(user_id)
             diag = diag.model_copy(update={
                 "explanations_template": sum(e.text.source == "template" for e in explanations),
@@ -226,6 +231,17 @@ class RecommenderAgent:
         picks = self._with_evidence(history, [Candidate(i, 0.0, self.generator.name) for i in item_ids])
         return self.explainer.explain(history, list(item_ids), evidence={c.item_id: c.evidence for c in picks},
                                       rising=self.evolution(user_id).short_term)
+
+    def _citations(self, history: Sequence[Event], picks: Sequence[Candidate], k: int) -> dict[str, tuple[str, ...]]:
+        """Item → its counterfactually verified citation (`AgentConfig.verify_citations`), for the items the
+        generator attributed; items it could not verify, or another source's, cite their largest contributors."""
+        own = [c for c in picks if c.source in (self.generator.name, "rerank") and c.evidence]
+        if not self.config.verify_citations or not own:
+            return {}
+        from retrieval.candidates.counterfactual import verified_citations
+
+        found = verified_citations(self.generator, [history], [own], k)[0]
+        return {c.item_id: cite.items for c, cite in zip(own, found, strict=True) if cite.verified}
 
     def _with_evidence(self, history: Sequence[Event], picks: Sequence[Candidate]) -> list[Candidate]:
         """The shown candidates with the generator's evidence, computed for them only (one batch).

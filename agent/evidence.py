@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from prompts import data_block, quote
-from retrieval.candidates.base import Evidence, EvidenceKind
+from retrieval.candidates.base import Evidence, cited_items
 from retrieval.data.model import Catalog, Event
 
 # Ratings at or above this (on a 1–5 scale) count as "liked"; lower-rated items are cited only when
@@ -158,9 +158,6 @@ def _empty_period() -> Period:
     return Period(now, now, (), ())
 
 
-# Evidence kinds that measure a part in the score (what an explanation cites as the cause), in the
-# order the template speaks of them; "category" and "shift" describe the item, they did not score it.
-SCORE_KINDS: tuple[EvidenceKind, ...] = ("reference", "co_occurrence", "sequence", "content")
 # What each kind says of a cited history item, in the prompt's data lines.
 _LINKS: dict[str, str] = {
     "co_occurrence": "people who chose it also chose this pick",
@@ -206,18 +203,6 @@ class ItemEvidence:
         return data_block("history_items", self.lines)
 
 
-def cited_items(evidence: Sequence[Evidence], n: int) -> tuple[str, ...]:
-    """The n items an explanation cites: the largest total contributions over all sources.
-
-    Only evidence that measures a part in the score counts (`SCORE_KINDS`); ties keep first-seen order.
-    """
-    total: dict[str, float] = {}
-    for e in evidence:
-        if e.kind in SCORE_KINDS and e.weight > 0:
-            total[e.item_id] = total.get(e.item_id, 0.0) + e.weight
-    return tuple(sorted(total, key=lambda i: -total[i])[:n])
-
-
 def category_evidence(history: Sequence[Event], item_id: str, catalog: Catalog, n: int = 3) -> tuple[Evidence, ...]:
     """History items sharing the item's categories (kind "category"): what to say when no score evidence exists.
 
@@ -236,7 +221,7 @@ def category_evidence(history: Sequence[Event], item_id: str, catalog: Catalog, 
 
 def item_evidence(history: Sequence[Event], item_id: str, catalog: Catalog, *,
                   evidence: Sequence[Evidence] | None = None, n: int = 3,
-                  rising: Sequence[str] = ()) -> ItemEvidence:
+                  rising: Sequence[str] = (), cited: Sequence[str] | None = None) -> ItemEvidence:
     """What an explanation of `item_id` may cite: the items whose evidence produced its score.
 
     Args:
@@ -247,10 +232,12 @@ def item_evidence(history: Sequence[Event], item_id: str, catalog: Catalog, *,
             history items sharing its categories are cited as such (`category_evidence`).
         n: most items cited.
         rising: categories rising in the user's recent history (the interest shift's short-term side).
+        cited: the items to cite instead of the n largest contributions, e.g. a counterfactually
+            verified set (`retrieval.candidates.counterfactual.verified_citations`), largest first.
     """
     item = catalog[item_id]
     ev = tuple(evidence or ())
-    chosen = cited_items(ev, n)
+    chosen = tuple(cited) if cited else cited_items(ev, n)
     if not chosen:
         ev = category_evidence(history, item_id, catalog, n)
         chosen = tuple(e.item_id for e in ev)

@@ -123,7 +123,7 @@ class Explainer:
     def explain(self, history: Sequence[Event], item_ids: Sequence[str],
                 progress: Callable[[int], None] | None = None, *,
                 evidence: Mapping[str, Sequence[Evidence]] | None = None,
-                rising: Sequence[str] = ()) -> list[Explanation]:
+                rising: Sequence[str] = (), cited: Mapping[str, Sequence[str]] | None = None) -> list[Explanation]:
         """One grounded explanation per recommended item, same order.
 
         Args:
@@ -133,12 +133,14 @@ class Explainer:
             evidence: item id → its generator evidence (`Candidate.evidence`): what the explanation cites.
                 An item without any is explained by the history items sharing its categories, said as such.
             rising: categories rising in the user's recent history; an item in one says so.
+            cited: item id → the history items to cite (a counterfactually verified set); an item
+                without one cites its `supporting` largest contributions.
         """
         out = []
         history_titles = frozenset(self.catalog[ev.item].title for ev in history)
         for n, item_id in enumerate(item_ids, 1):
             ev = item_evidence(history, item_id, self.catalog, evidence=(evidence or {}).get(item_id),
-                               n=self.config.supporting, rising=rising)
+                               n=self.config.supporting, rising=rising, cited=(cited or {}).get(item_id))
             out.append(self.explain_evidence(ev, history_titles))
             if progress is not None:
                 progress(n)

@@ -6,8 +6,11 @@
 For each seeded user (full history, as `driftrec recommend` sees it) the generator's top-k items are
 taken (no LLM rerank). For each item, three sets of history items of the same size are compared:
 
-- "evidence": what the explanation cites (`agent.evidence.item_evidence`: the generator's evidence,
-  largest contributions first);
+- "evidence": what the explanation cites, as the agent chooses it by default: the fewest of the
+  generator's largest contributions whose removal takes the item out of the top k, verified by asking
+  the generator again (`retrieval.candidates.counterfactual.verified_citations`, up to 5 items); when
+  no such set exists, the 3 largest;
+- "attribution": the 3 largest contributions, unverified (`AgentConfig(verify_citations=False)`);
 - "similarity": the previous choice, the history items closest to the item by embedding similarity plus
   shared categories (`similarity_evidence`, kept here for the comparison only);
 - "random": as many history items drawn at random (seeded).
@@ -38,10 +41,11 @@ from agent.evidence import LIKED_RATING, RECENT_EVENTS, item_evidence, join_word
 from agent.grounding import display_title
 from eval.metrics import bootstrap_ci
 from retrieval.candidates.base import Candidate, CandidateGenerator, History
+from retrieval.candidates.counterfactual import verified_citations
 from retrieval.data.model import Catalog, Event
 from retrieval.vectors.index import VectorIndex
 
-CHOICES: tuple[str, ...] = ("evidence", "similarity", "random")
+CHOICES: tuple[str, ...] = ("evidence", "attribution", "similarity", "random")
 
 
 def sample_users(users: Sequence[str], n: int, seed: int = 0) -> list[str]:
@@ -96,11 +100,13 @@ def similarity_text(history: Sequence[Event], item_id: str, cited: Sequence[str]
 
 
 def _cited(history: Sequence[Event], cand: Candidate, catalog: Catalog, index: VectorIndex | None, n: int,
-           rng: random.Random) -> dict[str, tuple[str, ...]]:
-    ev = item_evidence(history, cand.item_id, catalog, evidence=cand.evidence, n=n)
-    own = ev.supporting
+           rng: random.Random, verified: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The four cited sets of one item; similarity and random have as many items as the explanation cites."""
+    attribution = item_evidence(history, cand.item_id, catalog, evidence=cand.evidence, n=n).supporting
+    own = item_evidence(history, cand.item_id, catalog, evidence=cand.evidence, n=n, cited=verified).supporting
     items = sorted({e.item for e in history})
-    return {"evidence": own, "similarity": similarity_evidence(history, cand.item_id, catalog, index, len(own) or n),
+    return {"evidence": own, "attribution": attribution,
+            "similarity": similarity_evidence(history, cand.item_id, catalog, index, len(own) or n),
             "random": tuple(rng.sample(items, min(len(own) or n, len(items))))}
 
 
@@ -136,12 +142,16 @@ def run_batch(users: Sequence[str], histories: Sequence[History], generator: Can
     start = time.perf_counter()
     tops = generator.with_evidence(histories, tops)
     evidence_s = (time.perf_counter() - start) / max(1, len(histories))
+    start = time.perf_counter()
+    citations = verified_citations(generator, histories, tops, k, fallback=n)
+    verify_s = (time.perf_counter() - start) / max(1, len(histories))
     jobs: list[tuple[int, int, str, tuple[str, ...]]] = []
     shortened: list[list[Event]] = []
     for u, (user, history, top) in enumerate(zip(users, histories, tops, strict=True)):
         rng = random.Random(f"{seed}:{user}")
-        for rank, cand in enumerate(top, 1):
-            for choice, cited in _cited(history, cand, catalog, index, n, rng).items():
+        for rank, (cand, cite) in enumerate(zip(top, citations[u], strict=True), 1):
+            verified = cite.items if cite.verified else ()
+            for choice, cited in _cited(history, cand, catalog, index, n, rng, verified).items():
                 jobs.append((u, rank, choice, cited))
                 shortened.append([ev for ev in history if ev.item not in set(cited)])
     again = generator.generate_batch(shortened, depth)
@@ -151,7 +161,8 @@ def run_batch(users: Sequence[str], histories: Sequence[History], generator: Can
         new = _rank(cands, item.item_id, seen, depth)
         yield {"user": users[u], "item": item.item_id, "rank": rank, "choice": choice, "cited": list(cited),
                "kinds": sorted({e.kind for e in item.evidence if e.item_id in cited}), "new_rank": new,
-               "out": bool(new > k), "drop": new - rank, "evidence_s_per_user": round(evidence_s, 5)}
+               "out": bool(new > k), "drop": new - rank, "evidence_s_per_user": round(evidence_s, 5),
+               "verify_s_per_user": round(verify_s, 5)}
 
 
 def summarize(rows: Sequence[dict[str, Any]], n_boot: int = 1000) -> dict[str, dict[str, float]]:
@@ -175,10 +186,13 @@ def summarize(rows: Sequence[dict[str, Any]], n_boot: int = 1000) -> dict[str, d
                        "rank_drop_lo": dlo, "rank_drop_hi": dhi,
                        "cited_per_item": float(np.mean([len(r["cited"]) for r in part]))}
     lat = np.array([r["evidence_s_per_user"] for r in rows if r["choice"] == "evidence"])
+    ver = np.array([r.get("verify_s_per_user", 0.0) for r in rows if r["choice"] == "evidence"])
     if len(lat):
         out["latency"] = {"users": float(len(users)),
                           "evidence_ms_per_user_p50": float(np.percentile(lat, 50) * 1000),
-                          "evidence_ms_per_user_p95": float(np.percentile(lat, 95) * 1000)}
+                          "evidence_ms_per_user_p95": float(np.percentile(lat, 95) * 1000),
+                          "verify_ms_per_user_p50": float(np.percentile(ver, 50) * 1000),
+                          "verify_ms_per_user_p95": float(np.percentile(ver, 95) * 1000)}
     return out
 
 
@@ -198,25 +212,29 @@ def markdown(summary: dict[str, dict[str, float]], title: str) -> str:
 
 def measure_latency(users: Sequence[str], dataset: Any, generator: CandidateGenerator, k: int,
                     depth: int = 20) -> dict[str, float]:
-    """Per recommendation, one user at a time as the agent serves: generation vs the added evidence step.
+    """Per recommendation, one user at a time as the agent serves: generation vs the added evidence steps.
 
-    Generation is `generate(history, depth)` (the agent's candidate depth); the added cost is
-    `with_evidence` on the top-k, as `RecommenderAgent._package` runs it. Milliseconds, p50/p95.
+    Generation is `generate(history, depth)` (the agent's candidate depth); the added costs are
+    `with_evidence` on the top-k and the verification of the citations (`verified_citations`), as
+    `RecommenderAgent._package` runs them. Milliseconds, p50/p95.
     """
-    gen, ev = [], []
+    times: dict[str, list[float]] = {"generate": [], "evidence": [], "verify": []}
     for user in tqdm(users, desc="latency", unit="user"):
         history = dataset.history(user)
         t0 = time.perf_counter()
         top = generator.generate(history, depth)[:k]
         t1 = time.perf_counter()
-        generator.with_evidence([history], [top])
+        top = generator.with_evidence([history], [top])[0]
         t2 = time.perf_counter()
-        gen.append(t1 - t0)
-        ev.append(t2 - t1)
-    g, e = np.array(gen) * 1000, np.array(ev) * 1000
-    return {"users": float(len(users)), "generate_ms_p50": float(np.percentile(g, 50)),
-            "generate_ms_p95": float(np.percentile(g, 95)), "evidence_ms_p50": float(np.percentile(e, 50)),
-            "evidence_ms_p95": float(np.percentile(e, 95))}
+        verified_citations(generator, [history], [top], k)
+        t3 = time.perf_counter()
+        for key, seconds in zip(times, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+            times[key].append(seconds * 1000)
+    out = {"users": float(len(users))}
+    for key, values in times.items():
+        out[f"{key}_ms_p50"] = float(np.percentile(values, 50))
+        out[f"{key}_ms_p95"] = float(np.percentile(values, 95))
+    return out
 
 
 def examples(users: Sequence[str], dataset: Any, generator: CandidateGenerator, index: VectorIndex | None,
@@ -321,7 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         lat = measure_latency(users[:args.latency_users], dataset, generator, args.k)
         print(f"\nLatency per recommendation, {lat['users']:.0f} users one at a time: generation p50 "
               f"{lat['generate_ms_p50']:.1f} ms / p95 {lat['generate_ms_p95']:.1f} ms; evidence for the top-{args.k} "
-              f"adds p50 {lat['evidence_ms_p50']:.1f} ms / p95 {lat['evidence_ms_p95']:.1f} ms")
+              f"adds p50 {lat['evidence_ms_p50']:.1f} ms / p95 {lat['evidence_ms_p95']:.1f} ms, verifying the "
+              f"citations p50 {lat['verify_ms_p50']:.1f} ms / p95 {lat['verify_ms_p95']:.1f} ms")
     if args.examples:
         print("\n" + examples(users, dataset, generator, index, args.k, args.examples, args.verb))
     print(f"\nwall time this run: {time.perf_counter() - start:.0f}s; rows in {args.out}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from agent.evidence import cited_items, item_evidence
 from agent.explain import Explainer
 from retrieval.candidates.attention import InterestConfig
 from retrieval.candidates.base import Candidate, CandidateGenerator, Evidence
+from retrieval.candidates.counterfactual import MOST_CITED, rank_among_unseen, verified_citations
 from retrieval.candidates.fusion import FusionGenerator
 from retrieval.candidates.interest import InterestRetriever
 from retrieval.candidates.knn import ItemKNN, KNNGenerator
@@ -147,12 +149,52 @@ def test_hybrid_evidence_flows_into_recommendations_and_explanations() -> None:
     for item, ev, exp in zip(rec.items, rec.evidence, rec.explanations, strict=True):
         assert {e.source for e in ev} <= {"itemknn", "interest.short", "interest.long"}
         assert set(exp.evidence) <= {e.item_id for e in ev} <= history
-        assert exp.evidence == cited_items(ev, 3) and exp.evidence_detail
-        assert exp.item_id == item
+        # The largest contributors first: as many as it takes to move the item out of the top 5 (≤ 5),
+        # else the 3 largest.
+        assert 1 <= len(exp.evidence) <= MOST_CITED and exp.evidence == cited_items(ev, len(exp.evidence))
+        assert exp.evidence_detail and exp.item_id == item
     assert rec.diagnostics.evidence_s > 0
+    unverified = RecommenderAgent(ds, gen, index, explainer=Explainer(ds.catalog),
+                                  config=AgentConfig(llm_budget_s=None, verify_citations=False)).recommend("u0", 5)
+    assert [e.evidence for e in unverified.explanations] == [cited_items(ev, 3) for ev in unverified.evidence]
     # Without explanations no evidence is computed: plain lists cost what they did.
     plain = agent.recommend("u0", 5, explain=False)
     assert plain.items == rec.items and plain.evidence == ((),) * 5 and plain.diagnostics.evidence_s == 0
+
+
+def _rank_without(gen: CandidateGenerator, history: list[Event], item: str, seen: set[str],
+                  removed: tuple[str, ...]) -> int | None:
+    """The item's rank among unseen items once `removed` are taken out of the history."""
+    left = [ev for ev in history if ev.item not in set(removed)]
+    return rank_among_unseen(gen.generate(left, 100), item, seen)
+
+
+def test_verified_citations_are_the_shortest_evidence_prefix_that_takes_the_item_out() -> None:
+    ds = planted_shift_dataset(n_users=12)
+    index = build_index(ds.catalog, HashingEmbedder(dim=64), "numpy", progress=False)
+    gen = make_generator("hybrid", index, ds.histories, ds.catalog.ids)
+    users = sorted(ds.users)[:6]
+    histories = [ds.history(u) for u in users]
+    k = 5
+    tops = gen.with_evidence(histories, gen.generate_batch(histories, k))
+    found = verified_citations(gen, histories, tops, k)
+    checked = 0
+    for history, top, cites in zip(histories, tops, found, strict=True):
+        seen = {ev.item for ev in history}
+        for cand, cite in zip(top, cites, strict=True):
+            order = cited_items(cand.evidence, MOST_CITED)
+            rank_without = partial(_rank_without, gen, history, cand.item_id, seen)
+            if cite.verified:  # removing the cited items takes it out; one fewer does not
+                checked += 1
+                assert cite.items == order[:len(cite.items)]
+                gone = rank_without(cite.items)
+                assert gone is None or gone > k
+                kept = rank_without(cite.items[:-1])
+                assert kept is not None and kept <= k
+            else:  # no prefix of up to MOST_CITED items does: the 3 largest, flagged
+                assert cite.items == order[:3]
+                assert all((r := rank_without(order[:n])) is not None and r <= k for n in range(1, len(order) + 1))
+    assert checked > 0
 
 
 def test_items_without_score_evidence_cite_shared_categories_as_such() -> None:

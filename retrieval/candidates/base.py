@@ -17,8 +17,10 @@ from retrieval.data.model import Event
 #   reference: the item the user named ("more like X"): X itself.
 EvidenceKind = Literal["co_occurrence", "content", "sequence", "category", "shift", "reference"]
 EVIDENCE_KINDS: tuple[str, ...] = get_args(EvidenceKind)
-# History items kept per candidate and generator: the largest contributions (an explanation cites ≤ 3).
+# History items kept per candidate and generator: the largest contributions (an explanation cites ≤ 5).
 EVIDENCE_PER_ITEM = 10
+# The kinds that measure a history item's part in the score (category and shift evidence describe, not measure).
+SCORE_KINDS: tuple[EvidenceKind, ...] = ("reference", "co_occurrence", "sequence", "content")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,18 @@ class CandidateGenerator:
         found = self.evidence_batch(histories, [[c.item_id for c in cands] for cands in candidates])
         return [[replace(c, evidence=ev) for c, ev in zip(cands, evs, strict=True)]
                 for cands, evs in zip(candidates, found, strict=True)]
+
+
+def cited_items(evidence: Sequence[Evidence], n: int) -> tuple[str, ...]:
+    """The n items with the largest total contributions over all sources: what an explanation cites first.
+
+    Only evidence that measures a part in the score counts (`SCORE_KINDS`); ties keep first-seen order.
+    """
+    total: dict[str, float] = {}
+    for e in evidence:
+        if e.kind in SCORE_KINDS and e.weight > 0:
+            total[e.item_id] = total.get(e.item_id, 0.0) + e.weight
+    return tuple(sorted(total, key=lambda i: -total[i])[:n])
 
 
 def top_evidence(terms: Mapping[str, float], source: str, kind: EvidenceKind,
