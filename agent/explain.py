@@ -309,7 +309,8 @@ def item_template(ev: ItemEvidence, catalog: Catalog, config: ExplainConfig) -> 
         cats = join_words(list(ev.shared_categories))
         article = "an" if cats[:1].lower() in "aeiou" else "a"
         sharing = [i for i in ev.supporting if set(catalog[i].categories) & set(ev.shared_categories)]
-        like = ("them" if len(sharing) > 1 else "it") if len(sharing) == len(ev.supporting) else \
+        # "like them" only when several cited items all share; one is named ("like it" would read as the pick)
+        like = "them" if len(sharing) > 1 and len(sharing) == len(ev.supporting) else \
             _titles([catalog[i].title for i in sharing])
         sentences.append(f"It is {article} {cats} title, like {like}.")
     if ev.rising:

@@ -239,8 +239,8 @@ def measure_latency(users: Sequence[str], dataset: Any, generator: CandidateGene
 
 def examples(users: Sequence[str], dataset: Any, generator: CandidateGenerator, index: VectorIndex | None,
              k: int, count: int, verb: str = "watched") -> str:
-    """`count` explanations side by side (each user's first item, as the agent shows it): the previous
-    similarity template and the new evidence template."""
+    """`count` explanations side by side (each user's first item, as the agent shows it, citing its
+    verified set): the previous similarity template and the new evidence template."""
     from agent.explain import ExplainConfig, Explainer
     from agent.seen_titles import SeenTitles
 
@@ -256,9 +256,11 @@ def examples(users: Sequence[str], dataset: Any, generator: CandidateGenerator, 
         if not top:
             continue
         cand = top[0]
+        [cite] = verified_citations(generator, [history], [top], k)[0]
         old = similarity_text(history, cand.item_id, similarity_evidence(history, cand.item_id, dataset.catalog,
                                                                          index), dataset.catalog, verb)
-        [new] = explainer.explain(history, [cand.item_id], evidence={cand.item_id: cand.evidence})
+        [new] = explainer.explain(history, [cand.item_id], evidence={cand.item_id: cand.evidence},
+                                  cited={cand.item_id: cite.items} if cite.verified else None)
         title = display_title(dataset.catalog[cand.item_id].title)
         lines.append(f"| {user} | {title} | {old} | {new.text.text} |")
     return "\n".join(lines)

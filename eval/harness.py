@@ -20,7 +20,8 @@ Usage (engineers plugging in a model)
            # optional: diagnostics() -> dict[str, float] (LLM rows: invalid/fallback/hallucinated rates, ...).
 
    A factory parameter named `seed` receives the run's seed, `progress` whether bars are on, and
-   `embedder` the `--embedder` value, unless given explicitly (`--model-arg NAME.KEY=VALUE`).
+   `embedder` the `--embedder` value and `embedder_model` the `--embedder-model` value (a model directory,
+   e.g. one from `driftrec tune-embedder`), unless given explicitly (`--model-arg NAME.KEY=VALUE`).
 
 2. Evaluate in Python::
 

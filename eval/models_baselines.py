@@ -14,6 +14,7 @@ from eval.models import Recommender, TrainData, ValidationData, register
 from retrieval.candidates.attention import InterestConfig
 from retrieval.candidates.knn import ItemKNN
 from retrieval.data.model import Event, item_counts
+from retrieval.errors import ConfigError
 from retrieval.vectors.embed import EmbeddingCache
 from retrieval.vectors.index import VectorIndex
 
@@ -121,17 +122,28 @@ class InterestModel(Recommender):
 
     Args:
         embedder: "sentence-transformers" (packaged all-MiniLM-L6-v2, offline) or "hashing" (tests).
+        embedder_model: a sentence-transformers model name or directory instead of the packaged model,
+            e.g. one written by `driftrec tune-embedder` (`driftrec eval --embedder-model DIR`). A tuned
+            directory must have been tuned on this run's training events, else `LeakageError`.
         backend: vector index backend.
         cache: use the shared on-disk embedding cache.
-        short_weight, short_half_life_days, long_half_life_days, temperature: InterestConfig fields.
+        short_weight, short_half_life_days, long_half_life_days, temperature, recent_events,
+            short_half_life_events, long_half_life_events: InterestConfig fields (event half-lives: recency
+            counted in events, e.g. `--model-arg interest.short_half_life_events=1`).
     """
 
     def __init__(self, embedder: str = "sentence-transformers", backend: str = "flat", cache: bool = True,
                  short_weight: float = 0.6, short_half_life_days: float = 7.0, long_half_life_days: float = 365.0,
-                 temperature: float = 0.1) -> None:
+                 temperature: float = 0.1, embedder_model: str | None = None, recent_events: int = 5,
+                 short_half_life_events: float | None = None, long_half_life_events: float | None = None) -> None:
+        if embedder_model is not None and embedder not in ("sentence-transformers", "st"):
+            raise ConfigError(f"interest: embedder_model needs the sentence-transformers embedder, not {embedder!r}")
         self.embedder_name, self.backend, self.cache = embedder, backend, cache
+        self.embedder_model = embedder_model
         self.config = InterestConfig(temperature=temperature, short_half_life_days=short_half_life_days,
-                                     long_half_life_days=long_half_life_days, short_weight=short_weight)
+                                     long_half_life_days=long_half_life_days, short_weight=short_weight,
+                                     recent_events=recent_events, short_half_life_events=short_half_life_events,
+                                     long_half_life_events=long_half_life_events)
 
     def fit(self, train: TrainData) -> InterestModel:
         from retrieval.vectors.build import build_index, default_cache
@@ -139,10 +151,14 @@ class InterestModel(Recommender):
 
         self.train = train
         cache = default_cache() if self.cache else None
+        if self.embedder_model is not None:
+            from retrieval.vectors.tune import check_tuned_on
+
+            check_tuned_on(self.embedder_model, train.histories)  # LeakageError when tuned on other events
         index = _index_from_cache(train, cache, self.backend) if self.embedder_name in (
-            "sentence-transformers", "st") else None
+            "sentence-transformers", "st") and self.embedder_model is None else None
         if index is None:
-            index = build_index(train.catalog, make_embedder(self.embedder_name), self.backend,
+            index = build_index(train.catalog, make_embedder(self.embedder_name, self.embedder_model), self.backend,
                                 cache=cache, progress=False)
         self.index = index
         self.item_vectors = self.index.vectors[self.index.rows(list(train.item_ids))]

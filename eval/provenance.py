@@ -173,7 +173,11 @@ def model_files(models: Iterable[Any], cache_file: Path | None = None) -> list[d
 def _entries(model: Any, cache_file: Path | None) -> list[dict[str, Any]]:
     out = []
     embedder = getattr(model, "embedder_name", None) or getattr(model, "embedder", None)
-    if isinstance(embedder, str):
+    chosen = getattr(model, "embedder_model", None)  # a model directory (e.g. a tuned one) instead of the default
+    if isinstance(chosen, str) and Path(chosen).is_dir():
+        out.append({"role": "embedding", "name": Path(chosen).name, "path": str(Path(chosen).resolve()),
+                    "sha256": dir_sha256(Path(chosen), cache_file)})
+    elif isinstance(embedder, str):
         out.append(embedding_model(embedder, cache_file))
     settings = getattr(model, "settings", None)
     if settings is not None and hasattr(settings, "backend"):

@@ -22,7 +22,7 @@ from driftrec.cli.main import main as driftrec
 from eval.harness import EvalConfig, EvalResult, evaluate
 from eval.metrics import rank_candidates, rank_full
 from eval.models import Recommender, TrainData, ValidationData, make_model
-from eval.models_sequential import HybridModel
+from eval.models_hybrid import HybridModel
 from eval.protocols import ProtocolContext, make_protocol, seen_mask
 from eval.splits import leave_one_out
 from retrieval.candidates.base import Candidate
@@ -118,7 +118,7 @@ def test_sequential_models_score_llmrank_candidates_as_they_rank_the_catalogue()
         model = make_model(name, embedder="hashing", **SEQ).fit(train)
         model.tune(ValidationData(val.users, val.inputs, val.target_items, None))
         if isinstance(model, HybridModel):
-            model.weights = (1.0, 1.0, 1.0)  # every generator counts, so fusion reorders the sequential list
+            model.weights = (1.0, 1.0, 1.0, 1.0)  # every generator counts, so fusion reorders the sequential list
         full = model.score_batch(test.inputs)
         col = model._columns()
         for u, (c, s) in enumerate(zip(cands, model.score_candidates(test.inputs, cands), strict=True)):

@@ -33,8 +33,8 @@ def test_library_installs_only_a_null_handler() -> None:
 
     root = logging.getLogger("driftrec")
     assert root.handlers and all(type(h) is logging.NullHandler for h in root.handlers)
-    for module in ("agent.rerank", "agent.explain", "agent.chat.llm_parse", "agent.llm.client", "retrieval.data.loaders",
-                   "retrieval.vectors.embed", "retrieval.registry", "eval.provenance"):
+    for module in ("agent.rerank", "agent.explain", "agent.chat.llm_parse", "agent.llm.client",
+                   "retrieval.data.loaders", "retrieval.vectors.embed", "retrieval.registry", "eval.provenance"):
         mod = __import__(module, fromlist=["log"])
         assert mod.log.name == f"driftrec.{module}" and mod.log.handlers == []
     assert get_logger("driftrec.server").name == "driftrec.server"

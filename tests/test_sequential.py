@@ -235,7 +235,7 @@ def test_fusion_generator_and_tuning_prefer_the_generator_that_finds_targets() -
     # The first generator's weight is fixed at 1, so tuning must up-weight the second to let targets win.
     per = [bad.generate_batch(users, 3), good.generate_batch(users, 3)]
     found = tune_weights(per, targets, k=1, grid=(0.0, 0.5, 2.0))
-    assert found.weights == (1.0, 2.0) and found.recall == 1.0
+    assert found.weights == (1.0, 2.0) and found.value == 1.0
     fused = FusionGenerator([bad, good], found.weights, depth=3).generate_batch(users, 1)
     assert recall_at(fused, targets, 1) == 1.0
     # Plain RRF ties t and p at 1/61; ties keep first appearance, so the bad generator's p wins.
@@ -277,3 +277,47 @@ def test_a_saved_model_is_refused_on_a_split_it_was_not_trained_on(trained: tupl
     (tmp_path / "m" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(LeakageError, match="does not record"):
         fit(dict(leave_one_out(ds).train))
+
+
+def test_chunked_full_ce_on_real_positions_equals_naive_padded_ce() -> None:
+    """Gathering the real positions and chunking gives the naive (B, L) CE with padding ignored, grads too."""
+    import torch
+    from torch.nn import functional as F
+
+    from retrieval.sequential.network import SASRecNet
+    from retrieval.sequential.train import full_ce
+
+    torch.manual_seed(0)
+    net = SASRecNet(N_ITEMS, SeqConfig(max_len=8, hidden=16, blocks=1, dropout=0.0, use_text=False))
+    lengths = torch.tensor([8, 5, 2, 1])
+    pos = torch.arange(8)[None, :] < lengths[:, None]
+    items = torch.randint(1, N_ITEMS + 1, (4, 8)) * pos
+    targets = torch.randint(1, N_ITEMS + 1, (4, 8)) * pos
+    times = torch.zeros(4, 8)
+
+    def grads(loss: torch.Tensor) -> list[torch.Tensor]:
+        return [g.clone() for g in torch.autograd.grad(loss, list(net.parameters()), allow_unused=False)]
+
+    naive = F.cross_entropy((net(items, times) @ net.item_vectors().T).reshape(-1, N_ITEMS),
+                            (targets - 1).reshape(-1), ignore_index=-1)
+    mask = targets > 0
+    chunked = full_ce(net(items, times)[mask], net.item_vectors(), targets[mask] - 1, chunk=5)
+    assert float(chunked) == pytest.approx(float(naive), rel=1e-6)
+    for a, b in zip(grads(naive), grads(full_ce(net(items, times)[mask], net.item_vectors(), targets[mask] - 1,
+                                                chunk=5)), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    # Padding counted as a class-0 target would change the loss: the test can tell the two apart.
+    wrong = F.cross_entropy((net(items, times) @ net.item_vectors().T).reshape(-1, N_ITEMS),
+                            (targets - 1).clamp(min=0).reshape(-1))
+    assert abs(float(wrong) - float(naive)) > 1e-3
+
+
+def test_harness_model_passes_the_embedder_model_on() -> None:
+    """`sasrec.embedder_model=` reaches the embedder (here: the hashing embedder's dimension)."""
+    from eval.models import TrainData
+    from eval.models_sequential import SASRecModel
+
+    ds = chain_dataset(n_users=3, length=4)
+    train = {u: h[:-2] for u, h in ds.histories.items()}
+    model = SASRecModel(embedder="hashing", embedder_model="24").fit(TrainData(ds.catalog, train, ds.catalog.ids))
+    assert model.text is not None and model.text.shape == (N_ITEMS, 24) and model.text_embedder == "hashing-24"

@@ -41,6 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="tie policy of ranks (pessimistic: the target ranks below every equal score)")
     p.add_argument("--embedder", default="sentence-transformers", choices=EMBEDDERS.names(),
                    help="text embedder for models that embed (default: packaged all-MiniLM-L6-v2)")
+    p.add_argument("--embedder-model", default=None, metavar="NAME_OR_DIR",
+                   help="sentence-transformers model name or directory for models that embed item text, e.g. one "
+                        "written by `driftrec tune-embedder` (it must have been tuned on this run's training events)")
     p.add_argument("--split", choices=("loo", "temporal"), default="loo",
                    help="temporal leave-one-out per user, or a global cut date (--test-cut)")
     p.add_argument("--test-cut", default=None, help="temporal split: ISO date where the test period starts")
@@ -129,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
     config = EvalConfig(protocol=args.protocol, seed=args.seed, n_users=args.users, retriever=args.retriever,
                         rerank_k=args.k, ties=args.ties, n_boot=args.n_boot, batch_size=args.batch_size,
                         tune=not args.no_tune, model_kwargs=model_args,
-                        defaults={"embedder": args.embedder}, progress=not args.no_progress,
+                        defaults={"embedder": args.embedder,
+                                  **({"embedder_model": args.embedder_model} if args.embedder_model else {})},
+                        progress=not args.no_progress,
                         resume_dir=args.out / "ranks", resume=args.resume, max_concurrency=args.max_concurrency)
     result = evaluate(dataset, models, config, split=split)
     wall = time.perf_counter() - started

@@ -14,11 +14,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from driftrec.cli import chat, demo, evaluate, export, index, recommend, serve, timeline, train
+from driftrec.cli import chat, demo, evaluate, export, index, recommend, serve, timeline, train, tune_embedder
 from retrieval.errors import ConfigError, DriftrecError
 from retrieval.log import LEVELS, cli_logging
 
-COMMANDS = (index, recommend, demo, chat, evaluate, timeline, train, export, serve)
+COMMANDS = (index, recommend, demo, chat, evaluate, timeline, train, tune_embedder, export, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

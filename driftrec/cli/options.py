@@ -56,11 +56,12 @@ def index_options(p: argparse.ArgumentParser) -> None:
 def retriever_options(p: argparse.ArgumentParser) -> None:
     """--retriever and --seq-model: the candidate generator."""
     p.add_argument("--retriever", default="hybrid", choices=GENERATORS.names(),
-                   help="candidate generator: hybrid = RRF of item-kNN and the attention-pooled interest "
-                        "retriever (default), itemknn, or interest")
+                   help="candidate generator: hybrid = weighted RRF of item-kNN, the attention-pooled interest "
+                        "retriever and popularity, weights chosen on held-out last events (default), itemknn, "
+                        "or interest")
     p.add_argument("--seq-model", default=None, metavar="DIR",
                    help="a sequential model saved by `driftrec train` on this dataset: fused into the hybrid "
-                        "retriever with weight 1")
+                        "retriever (its weight chosen with the others')")
 
 
 def dataset_options(p: argparse.ArgumentParser) -> None:

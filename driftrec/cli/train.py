@@ -28,6 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--out", required=True, type=Path, help="model directory to write (atomic replace)")
     p.add_argument("--embedder", default="sentence-transformers", choices=EMBEDDERS.names(),
                    help="text embedder for the item text vectors")
+    p.add_argument("--embedder-model", default=None, metavar="NAME_OR_DIR",
+                   help="sentence-transformers model name or directory for the text vectors (default: the "
+                        "packaged all-MiniLM-L6-v2); the harness needs the same one: sasrec.embedder_model=DIR")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--blocks", type=int, default=2)
@@ -63,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
     try:  # settings are checked before the data is loaded
         config = SeqConfig(max_len=args.max_len, hidden=args.hidden, blocks=args.blocks, heads=args.heads,
                            dropout=args.dropout, use_text=not args.no_text, use_time=not args.no_time,
-                           loss=args.loss, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
-                           patience=args.patience, negatives=args.negatives,
+                           loss=args.loss, lr=args.lr, batch_size=args.batch_size,
+                           epochs=args.epochs, patience=args.patience, negatives=args.negatives,
                            valid_users=args.valid_users, seed=args.seed)
     except ValidationError as exc:
         raise ConfigError(f"invalid training settings: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc
@@ -78,7 +81,11 @@ def run(args: argparse.Namespace) -> int:
         from retrieval.vectors.build import default_cache
         from retrieval.vectors.embed import make_embedder
 
-        embedder = make_embedder(args.embedder)
+        if args.embedder_model:
+            from retrieval.vectors.tune import check_tuned_on
+
+            check_tuned_on(args.embedder_model, split.train)  # LeakageError when tuned on other events
+        embedder = make_embedder(args.embedder, args.embedder_model)
         text, embedder_name = text_matrix(dataset.catalog, item_ids, embedder, default_cache()), embedder.name
     model = SequentialModel(item_ids, config, text, embedder_name)
     report = train(model, split.train, list(zip(split.validation.inputs, split.validation.target_items, strict=True)),

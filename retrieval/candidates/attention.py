@@ -21,6 +21,10 @@ class InterestConfig:
         short_half_life_days: recency half-life of the short-term vector.
         long_half_life_days: recency half-life of the long-term vector.
         short_weight: weight of the short-term vector in the fused query (long gets 1 - this).
+        short_half_life_events: optional recency half-life of the short-term vector counted in events
+            (0.5^(events since) on top of the day-based decay); for data rated in bulk sessions, where
+            days say little about order. None = days only.
+        long_half_life_events: the same for the long-term vector.
     """
 
     temperature: float = 0.1
@@ -28,10 +32,14 @@ class InterestConfig:
     short_half_life_days: float = 7.0
     long_half_life_days: float = 365.0
     short_weight: float = 0.6
+    short_half_life_events: float | None = None
+    long_half_life_events: float | None = None
 
     def __post_init__(self) -> None:
         if self.temperature <= 0 or self.short_half_life_days <= 0 or self.long_half_life_days <= 0:
             raise ConfigError("temperature and half-lives must be positive")
+        if any(h is not None and not h > 0 for h in (self.short_half_life_events, self.long_half_life_events)):
+            raise ConfigError("event half-lives must be positive (or None)")
         if self.recent_events < 1:
             raise ConfigError("recent_events must be ≥ 1")
         if not 0.0 <= self.short_weight <= 1.0:
@@ -39,7 +47,7 @@ class InterestConfig:
 
 
 def attention_weights(vectors: np.ndarray, times: np.ndarray, half_life_days: float,
-                      config: InterestConfig) -> np.ndarray:
+                      config: InterestConfig, half_life_events: float | None = None) -> np.ndarray:
     """Attention over history items: softmax(similarity to recent behaviour / T) × recency decay.
 
     Args:
@@ -47,6 +55,7 @@ def attention_weights(vectors: np.ndarray, times: np.ndarray, half_life_days: fl
         times: (n,) event times in epoch seconds.
         half_life_days: recency half-life; the newest event has decay 1.
         config: pooling settings.
+        half_life_events: optional half-life counted in events, applied on top of the day-based one.
 
     Returns:
         (n,) non-negative weights summing to 1.
@@ -56,6 +65,8 @@ def attention_weights(vectors: np.ndarray, times: np.ndarray, half_life_days: fl
     logits -= logits.max()
     age_days = (times[-1] - times) / DAY
     weights = np.exp(logits) * np.power(0.5, age_days / half_life_days)
+    if half_life_events is not None:
+        weights = weights * np.power(0.5, np.arange(len(vectors))[::-1] / half_life_events)
     total = weights.sum()
     return weights / total if total > 0 else np.full(len(vectors), 1.0 / len(vectors))
 
@@ -77,8 +88,10 @@ def interest_vectors(vectors: np.ndarray, times: np.ndarray,
     Returns:
         (short, long), each (dim,) and L2-normalised.
     """
-    short = _normalize(attention_weights(vectors, times, config.short_half_life_days, config) @ vectors)
-    long = _normalize(attention_weights(vectors, times, config.long_half_life_days, config) @ vectors)
+    short = _normalize(attention_weights(vectors, times, config.short_half_life_days, config,
+                                         config.short_half_life_events) @ vectors)
+    long = _normalize(attention_weights(vectors, times, config.long_half_life_days, config,
+                                        config.long_half_life_events) @ vectors)
     return short, long
 
 
@@ -113,7 +126,12 @@ def interest_vectors_batch(vectors: np.ndarray, times: np.ndarray, mask: np.ndar
     sim = np.exp(logits)
     age_days = np.where(mask, (times[:, -1:] - times) / DAY, 0.0)
     half_lives = np.array([config.short_half_life_days, config.long_half_life_days])
-    w = (sim[:, None, :] * np.exp2(-age_days[:, None, :] / half_lives[None, :, None])).astype(np.float32)
+    decay = -age_days[:, None, :] / half_lives[None, :, None]  # (B, 2, L)
+    age_events = np.arange(vectors.shape[1])[::-1].astype(np.float64)  # right-aligned: newest is 0
+    for part, events in enumerate((config.short_half_life_events, config.long_half_life_events)):
+        if events is not None:
+            decay[:, part, :] -= age_events / events
+    w = (sim[:, None, :] * np.exp2(decay)).astype(np.float32)
     w /= w.sum(axis=2, keepdims=True)
     pooled = np.matmul(w, vectors)  # (B, 2, dim): short and long in one product
     pooled /= np.maximum(np.linalg.norm(pooled, axis=2, keepdims=True), 1e-12)

@@ -143,9 +143,10 @@ class InterestRetriever(CandidateGenerator):
             vectors = self._event_vectors(history, rows)  # (n, dim)
             sims = vectors @ self.index.vectors[self.index.rows(list(ids))].T  # (n, len(ids))
             row: list[tuple[Evidence, ...]] = [() for _ in ids]
-            for part, half_life, weight in (("short", cfg.short_half_life_days, cfg.short_weight),
-                                            ("long", cfg.long_half_life_days, 1.0 - cfg.short_weight)):
-                att = attention_weights(vectors, times, half_life, cfg)
+            for part, half_life, events, weight in (
+                    ("short", cfg.short_half_life_days, cfg.short_half_life_events, cfg.short_weight),
+                    ("long", cfg.long_half_life_days, cfg.long_half_life_events, 1.0 - cfg.short_weight)):
+                att = attention_weights(vectors, times, half_life, cfg, events)
                 norm = float(np.linalg.norm(att @ vectors))
                 if weight <= 0 or norm <= 0:
                     continue

@@ -26,6 +26,7 @@ class PopularityGenerator(CandidateGenerator):
         out = []
         for history in histories:
             seen = {ev.item for ev in history}
-            picks = [Candidate(i, s, self.name) for i, s in self.ranked if i not in seen]
+            # Only the top k + |seen| can contain the k best unseen items: no Candidate for the rest.
+            picks = [Candidate(i, s, self.name) for i, s in self.ranked[:k + len(seen)] if i not in seen]
             out.append(picks[:k])
         return out

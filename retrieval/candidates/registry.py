@@ -6,22 +6,24 @@ Third parties register under the entry-point group "driftrec.generators".
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 from retrieval.candidates.base import CandidateGenerator, Histories
-from retrieval.candidates.fusion import FusionGenerator
+from retrieval.candidates.fusion import FusionGenerator, tune_on_holdout
 from retrieval.candidates.interest import InterestRetriever
 from retrieval.candidates.knn import ItemKNN, KNNGenerator
 from retrieval.candidates.popularity import PopularityGenerator
 from retrieval.errors import ConfigError
+from retrieval.log import get_logger
 from retrieval.registry import Registry
 from retrieval.vectors.index import VectorIndex
 
 GeneratorFactory = Callable[[VectorIndex, Histories, Sequence[str], Sequence[CandidateGenerator]], CandidateGenerator]
 GENERATORS: Registry[GeneratorFactory] = Registry("retriever", "driftrec.generators")
-# RRF weight of the interest retriever beside item-kNN (weight 1), chosen on ml-100k's validation
-# stage by Recall@20 from {0.1, 0.25, 0.5, 1.0}: docs/foundation.md has the table and the command.
-INTEREST_WEIGHT = 0.5
+log = get_logger(__name__)
+# Users whose last event the hybrid holds out to choose its fusion (docs/foundation.md has the cost).
+TUNING_USERS = 1000
 # Item-kNN settings the harness tuned on ml-100k validation (docs/results.md): recency matters.
 KNN_NEIGHBOURS = 50
 KNN_HALF_LIFE = 1.0
@@ -32,13 +34,14 @@ def make_generator(name: str, index: VectorIndex, histories: Histories, item_ids
     """A candidate generator by name.
 
     Args:
-        name: a `GENERATORS` name: "hybrid" (RRF of item-kNN and the attention-pooled interest
-            retriever), "itemknn", "interest", or a plugin's (entry-point group "driftrec.generators").
+        name: a `GENERATORS` name: "hybrid" (weighted RRF of item-kNN, `extra`, the attention-pooled
+            interest retriever and popularity, the weights chosen on held-out last events), "itemknn",
+            "interest", or a plugin's (entry-point group "driftrec.generators").
         index: item vectors (the interest retriever's index).
         histories: user → events, oldest first: what the generators may see.
         item_ids: the catalogue's item ids (item-kNN's columns).
         extra: further generators (e.g. a trained `retrieval.sequential.model.SequentialGenerator`)
-            fused into "hybrid" with weight 1.
+            fused into "hybrid" (their weights are chosen with the others').
 
     Raises:
         ConfigError: unknown name (the message lists the valid ones), or `extra` with a retriever
@@ -62,10 +65,24 @@ def _knn(histories: Histories, item_ids: Sequence[str]) -> KNNGenerator:
 @GENERATORS.register("hybrid")
 def _hybrid(index: VectorIndex, histories: Histories, item_ids: Sequence[str],
             extra: Sequence[CandidateGenerator] = ()) -> CandidateGenerator:
-    """RRF of item-kNN (weight 1), the interest retriever (`INTEREST_WEIGHT`) and `extra` (weight 1 each)."""
-    interest = InterestRetriever(index, popularity=PopularityGenerator(histories))
-    generators = [_knn(histories, item_ids), interest, *extra]
-    return FusionGenerator(generators, [1.0, INTEREST_WEIGHT, *([1.0] * len(extra))])
+    """Weighted RRF of item-kNN, `extra`, the interest retriever and popularity, tuned for NDCG@10.
+
+    The weights and rank offset are chosen by `tune_on_holdout` on the last events of a seeded sample of
+    `TUNING_USERS` users (plain RRF when no user has two events); the choice and its cost are logged.
+    """
+    def build(seen: Histories) -> list[CandidateGenerator]:
+        popularity = PopularityGenerator(seen)
+        return [_knn(seen, item_ids), *extra, InterestRetriever(index, popularity=popularity), popularity]
+
+    start = time.perf_counter()
+    found = tune_on_holdout(build, histories, users=TUNING_USERS)
+    generators = build(histories)
+    fusion = (FusionGenerator(generators, found.weights, rrf_k=found.rrf_k) if found is not None
+              else FusionGenerator(generators))
+    log.info("hybrid fusion chosen in %.1f s: %r (%s)", time.perf_counter() - start, fusion,
+             f"{found.metric} {found.value:.4f} on {found.n_users} held-out last events" if found is not None
+             else "no user has two events: plain RRF")
+    return fusion
 
 
 @GENERATORS.register("itemknn")

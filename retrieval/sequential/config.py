@@ -22,9 +22,10 @@ class SeqConfig(BaseModel):
         time_bias: with use_time, also a learned attention bias per log-bucketed gap between the
             query event and each earlier event (TiSASRec-like; costs B·L² work per batch).
         time_buckets: number of log2 buckets for time gaps (bucket 0 = no previous event).
-        loss: "ce" = full-softmax cross-entropy over the catalogue; "bce" = BCE with one sampled
-            negative; "sampled" = softmax over the target and `negatives` uniform items shared by the
-            batch (for large catalogues, where the full softmax is too slow on CPU).
+        loss: "ce" = full-softmax cross-entropy over the catalogue (computed at real positions only,
+            in chunks of positions); "bce" = BCE with one sampled negative; "sampled" = softmax over the
+            target and `negatives` uniform items shared by the batch.
+        negatives: uniform negatives per batch for "sampled".
         lr, weight_decay, batch_size: Adam(W) settings.
         epochs: maximum epochs; patience: evaluations without improvement before stopping.
         eval_every: epochs between validation evaluations.

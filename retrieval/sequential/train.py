@@ -1,9 +1,11 @@
 """Training of the sequential model: every position of every training sequence is a next-item target.
 
-Objective: full-softmax cross-entropy over the whole catalogue (the gSASRec / RecTools finding: it
-beats binary cross-entropy with one sampled negative), or BCE with one uniform negative for the
-ablation. Early stopping on validation NDCG@10 (full ranking, seen items masked); the best epoch's
-weights are restored. Seeded: the same config and data give the same weights.
+Objective: full-softmax cross-entropy over the whole catalogue at the real (non-padding) positions
+(the gSASRec / RecTools finding: it beats binary cross-entropy with one sampled negative); or, for
+catalogues where that is too slow, a sampled softmax or gSASRec's gBCE over shared uniform
+negatives; or BCE with one uniform negative for the ablation. Early stopping on validation NDCG@10
+(full ranking, seen items masked); the best epoch's weights are restored. Seeded: the same config
+and data give the same weights.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
 from retrieval.data.model import Catalog, Event
@@ -246,18 +249,41 @@ def _length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generat
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def full_ce(hidden: torch.Tensor, items: torch.Tensor, target: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Mean full-softmax cross-entropy over the catalogue, `chunk` positions at a time.
+
+    Each chunk is one (chunk, H) @ (H, n_items) matmul whose logits are recomputed in the backward pass
+    (activation checkpointing), so memory stays at chunk × n_items however many positions a batch has.
+
+    Args:
+        hidden: (N, H) hidden states of real (non-padding) positions only.
+        items: (n_items, H) output item vectors.
+        target: (N,) target rows (0-based).
+    """
+    if len(hidden) <= chunk:
+        return F.cross_entropy(hidden @ items.T, target)
+    total = hidden.new_zeros(())
+    for start in range(0, len(hidden), chunk):
+        h, t = hidden[start:start + chunk], target[start:start + chunk]
+        total = total + checkpoint(_ce_sum, h, items, t, use_reentrant=False)
+    return total / len(hidden)
+
+
+def _ce_sum(hidden: torch.Tensor, items: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(hidden @ items.T, target, reduction="sum")
+
+
 def _loss(net: SASRecNet, hidden: torch.Tensor, target: torch.Tensor, cfg: SeqConfig,
           sampler: torch.Generator) -> torch.Tensor:
     """hidden (N, H), target (N,) padded item indices (row + 1)."""
     if cfg.loss == "ce":
-        logits = hidden @ net.item_vectors().T  # (N, n_items)
-        return F.cross_entropy(logits, target - 1)
+        return full_ce(hidden, net.item_vectors(), target - 1)
     if cfg.loss == "sampled":
         neg = torch.randint(1, net.n_items + 1, (cfg.negatives,), generator=sampler).to(target.device)
-        pos_logit = (hidden * net.item_vectors(target)).sum(-1, keepdim=True)
+        pos_logit = (hidden * net.item_vectors(target)).sum(-1)
         neg_logit = hidden @ net.item_vectors(neg).T  # (N, negatives)
         neg_logit = neg_logit.masked_fill(neg[None, :] == target[:, None], float("-inf"))  # a hit is no negative
-        return F.cross_entropy(torch.cat([pos_logit, neg_logit], 1), torch.zeros_like(target))
+        return F.cross_entropy(torch.cat([pos_logit[:, None], neg_logit], 1), torch.zeros_like(target))
     neg = torch.randint(1, net.n_items + 1, target.shape, generator=sampler).to(target.device)
     pos_logit = (hidden * net.item_vectors(target)).sum(-1)
     neg_logit = (hidden * net.item_vectors(neg)).sum(-1)

