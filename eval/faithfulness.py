@@ -41,7 +41,7 @@ from agent.evidence import LIKED_RATING, RECENT_EVENTS, item_evidence, join_word
 from agent.grounding import display_title
 from eval.metrics import bootstrap_ci
 from retrieval.candidates.base import Candidate, CandidateGenerator, History
-from retrieval.candidates.counterfactual import verified_citations
+from retrieval.candidates.counterfactual import rank_among_unseen, verified_citations
 from retrieval.data.model import Catalog, Event
 from retrieval.vectors.index import VectorIndex
 
@@ -112,14 +112,8 @@ def _cited(history: Sequence[Event], cand: Candidate, catalog: Catalog, index: V
 
 def _rank(cands: Sequence[Candidate], item: str, seen: set[str], depth: int) -> int:
     """1-based rank of item among candidates the user had not seen; depth + 1 when absent."""
-    r = 0
-    for c in cands:
-        if c.item_id in seen:
-            continue
-        r += 1
-        if c.item_id == item:
-            return r
-    return depth + 1
+    rank = rank_among_unseen(cands, item, seen)
+    return depth + 1 if rank is None else rank
 
 
 def run_batch(users: Sequence[str], histories: Sequence[History], generator: CandidateGenerator, catalog: Catalog,

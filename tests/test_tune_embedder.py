@@ -18,8 +18,8 @@ from eval.splits import leave_one_out
 from retrieval.candidates.attention import InterestConfig, interest_vectors, interest_vectors_batch
 from retrieval.data.model import Catalog, Dataset, Event, Item
 from retrieval.errors import ConfigError, IndexStateError, LeakageError
-from retrieval.sequential.model import training_fingerprint
 from retrieval.vectors.embed import make_embedder, packaged_minilm_path
+from retrieval.vectors.fingerprint import events_fingerprint
 from retrieval.vectors.store import sha256_file
 from retrieval.vectors.tune import (
     WEIGHTS,
@@ -77,7 +77,7 @@ def test_manifest_records_training_data_and_weights(tuned: tuple[Dataset, Path, 
     split = leave_one_out(dataset)
     assert manifest["format"].startswith("driftrec-embedder/")
     assert manifest["base_model"] == "all-MiniLM-L6-v2"
-    assert manifest["trained_on"] == training_fingerprint(split.train)
+    assert manifest["trained_on"] == events_fingerprint(split.train)
     assert manifest["pairs"]["used"] == 16 and manifest["pairs"]["available"] == 12 * 3
     assert manifest["epochs_run"] == 1 and manifest["best_epoch"] in (0, 1)
     assert "InfoNCE" in manifest["objective"] and manifest["seconds"] > 0

@@ -28,6 +28,7 @@ from retrieval.data.model import Event
 from retrieval.errors import IndexStateError, LeakageError
 from retrieval.sequential.config import SeqConfig
 from retrieval.sequential.network import SASRecNet
+from retrieval.vectors.fingerprint import events_fingerprint
 from retrieval.vectors.index import VectorIndex
 from retrieval.vectors.store import verify_files, write_atomically
 
@@ -58,7 +59,7 @@ class SequentialModel:
         self._ids = VectorIndex("sequential", self.config.hidden, backend)
         self._ids.add(list(item_ids), np.zeros((len(item_ids), self.config.hidden), np.float32))
         self._index: VectorIndex | None = None
-        # What it was trained on (`training_fingerprint`), set by `train` and saved in the manifest.
+        # What it was trained on (`events_fingerprint`), set by `train` and saved in the manifest.
         self.trained_on: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
@@ -245,7 +246,7 @@ class SequentialModel:
         Raises:
             LeakageError: the model records other training events, or none (saved before they were recorded).
         """
-        expected = training_fingerprint(histories)
+        expected = events_fingerprint(histories)
         if self.trained_on is None:
             raise LeakageError(f"{where} does not record what it was trained on, so it cannot be checked "
                                "against this split; retrain it with `driftrec train`")
@@ -255,20 +256,6 @@ class SequentialModel:
                 f"{self.trained_on.get('users')} users) than this split's training data ({expected['events']} "
                 f"events of {expected['users']} users): it may have seen held-out events; retrain it on "
                 "this dataset and split")
-
-
-def training_fingerprint(histories: Mapping[str, Sequence[Event]]) -> dict[str, Any]:
-    """Identity of a training set: sha256 over every (user, item, time) in user order, plus counts."""
-    h = hashlib.sha256()
-    events = users = 0
-    for user in sorted(histories):
-        if not histories[user]:
-            continue
-        users += 1
-        for ev in histories[user]:
-            h.update(f"{user}\t{ev.item}\t{ev.timestamp.isoformat()}\n".encode())
-            events += 1
-    return {"sha256": h.hexdigest(), "events": events, "users": users}
 
 
 class SequentialGenerator(CandidateGenerator):

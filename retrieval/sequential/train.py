@@ -25,9 +25,10 @@ from tqdm.auto import tqdm
 from retrieval.data.model import Catalog, Event
 from retrieval.errors import ConfigError
 from retrieval.sequential.config import SeqConfig
-from retrieval.sequential.model import SequentialModel, training_fingerprint
+from retrieval.sequential.model import SequentialModel
 from retrieval.sequential.network import SASRecNet
 from retrieval.vectors.embed import Embedder, EmbeddingCache
+from retrieval.vectors.fingerprint import events_fingerprint
 
 Arrays = tuple[np.ndarray, np.ndarray]  # (rows (n,) int64, seconds (n,) float64)
 
@@ -166,7 +167,7 @@ def train(model: SequentialModel, histories: Mapping[str, Sequence[Event]],
     """
     cfg = model.config
     begin = time.perf_counter()
-    model.trained_on = training_fingerprint(histories)  # saved with it: the harness checks its split
+    model.trained_on = events_fingerprint(histories)  # saved with it: the harness checks its split
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     sampler = torch.Generator().manual_seed(cfg.seed)

@@ -61,8 +61,8 @@ def describe_change(saved_ids: Sequence[str], saved_hashes: Sequence[str], ids: 
 def events_fingerprint(histories: Mapping[str, Sequence[Event]]) -> dict[str, Any]:
     """Identity of a set of training events: sha256 over every (user, item, time) in user order, plus counts.
 
-    The same digest as `retrieval.sequential.model.training_fingerprint`, so a tuned embedder and a
-    sequential model trained on the same split record the same value.
+    Tuned embedders and sequential models record it in their manifests, so the harness can refuse one
+    trained on other events than a run's training split.
     """
     h = hashlib.sha256()
     events = users = 0
