@@ -17,7 +17,6 @@ Popularity over the test inputs is a reference.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.research import emit_report
 from eval.research.evolution_eval import _ci_dict
 from retrieval.candidates.base import Candidate
 from retrieval.candidates.interest import InterestRetriever
@@ -139,11 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     report = {"command": "python -m eval.research.behaviour_eval " + " ".join(argv or sys.argv[1:]),
               **evaluate(load_dataset(args.data), args.embedder, args.k)}
-    text = json.dumps(report, indent=2, ensure_ascii=False)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit_report(report, args.out)
     return 0
 
 

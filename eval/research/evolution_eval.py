@@ -15,7 +15,6 @@ bootstrap over users, also for the paired difference to each baseline.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +24,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from eval.research import forecast_gru  # noqa: F401  (registers the "gru" forecaster)
+from eval.research import (
+    emit_report,
+    forecast_gru,  # noqa: F401  (registers the "gru" forecaster)
+)
 from retrieval.data.model import Dataset
 from retrieval.evolution.drift import js_divergence
 from retrieval.evolution.forecast import (
@@ -230,11 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.part in ("retrieval", "all"):
             report["retrieval"] = evaluate_retrieval(dataset, index, period=args.period,
                                                      forecaster=make_forecaster(args.retrieval_forecaster))
-    text = json.dumps(report, indent=2, ensure_ascii=False)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit_report(report, args.out)
     return 0
 
 

@@ -20,7 +20,6 @@ month's items in the top k, NDCG@k over them; 95 % CIs by bootstrap over users a
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.research import emit_report
 from eval.research.evolution_eval import _ci_dict, default_forecasters, evaluate_forecasts, timelines
 from retrieval.candidates.attention import InterestConfig
 from retrieval.candidates.base import Candidate, CandidateGenerator, History
@@ -195,11 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["forecast"] = forecast_part(dataset, index)
     if args.part in ("retrieval", "all"):
         report["retrieval"] = retrieval_part(dataset, index)
-    text = json.dumps(report, indent=2, ensure_ascii=False)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit_report(report, args.out)
     return 0
 
 
