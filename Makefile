@@ -10,7 +10,7 @@ $(BIN)/driftrec: pyproject.toml
 	$(BIN)/pip install -q -U pip
 	# torch first, pinned: takes the CPU wheel instead of GBs of CUDA packages.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[cpu,llm,dev]'
+	$(BIN)/pip install -q -e '.[cpu,llm,tune,dev]'
 	touch $(BIN)/driftrec
 
 setup: $(BIN)/driftrec

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
+from langchain_core.messages import BaseMessage
 
 from agent.concurrency import map_bounded
 from agent.listwise import (
@@ -309,21 +310,36 @@ class LLMReranker:
         Every pass has its own permutation, seeded by `config.seed`, the history and the candidate ids,
         so users get different orders and a rerun gets the same ones.
         """
-        narrative = build_narrative(history, self.catalog, self.config.narrative, self.client.count_tokens)
-        block = data_block("history", [narrative.text])
+        block = self._history_block(history)
         ids = "\x1f".join([*(e.item for e in history), "", *(c.item_id for c in head)]).encode("utf-8")
         rng = np.random.default_rng([self.config.seed, zlib.crc32(ids)])
         out = []
         for p in range(self.config.passes):
             keep = p == 0 and not self.config.shuffle_all
             order = list(range(len(head))) if keep else [int(i) for i in rng.permutation(len(head))]
-            out.append(Pass(order, self._system, block, self._candidate_block([head[i] for i in order]), context))
+            out.append(Pass(order, self._system, block, self._candidate_block([head[i].item_id for i in order]),
+                            context))
         return out
 
-    def _candidate_block(self, shown: Sequence[Candidate]) -> str:
+    def label_prompt(self, history: Sequence[Event], shown: Sequence[str]) -> list[BaseMessage]:
+        """The verbalizer prompt with item `shown[j]` labelled LABELS[j] (what `driftrec tune-ranker` trains on).
+
+        Raises:
+            ConfigError: more items than labels.
+        """
+        if not 1 <= len(shown) <= len(LABELS):
+            raise ConfigError(f"a label prompt shows 1..{len(LABELS)} items, got {len(shown)}")
+        one = Pass(list(range(len(shown))), self._system, self._history_block(history), self._candidate_block(shown))
+        return one.messages("rerank")
+
+    def _history_block(self, history: Sequence[Event]) -> str:
+        narrative = build_narrative(history, self.catalog, self.config.narrative, self.client.count_tokens)
+        return data_block("history", [narrative.text])
+
+    def _candidate_block(self, shown: Sequence[str]) -> str:
         lines = []
-        for lab, cand in zip(LABELS, shown, strict=False):
-            item = self.catalog[cand.item_id]
+        for lab, item_id in zip(LABELS, shown, strict=False):
+            item = self.catalog[item_id]
             cats = " " + quote(", ".join(item.categories[:3])) if item.categories else ""
             lines.append(f"{lab}. {quote(item.title, self.config.title_chars)}{cats}")
         return data_block("candidates", lines)

@@ -36,8 +36,11 @@ class LLMRerankModel(Recommender):
     """LLM reranking as an evaluated model.
 
     Args:
-        backend: LLM backend name ("embedded", "vllm", "llamacpp-server", "openai", "fake").
-        model: packaged model name / GGUF path (embedded) or served model name.
+        backend: LLM backend name ("embedded", "transformers", "vllm", "llamacpp-server", "openai", "fake").
+        model: packaged model name / GGUF path (embedded), packaged name / HF directory (transformers) or
+            served model name.
+        adapter: transformers backend: a tuned ranker from `driftrec tune-ranker`; it must have been tuned on
+            this run's training events, else `LeakageError`.
         base_url: server URL for server backends.
         method: rerank method ("auto", "logprobs", "json").
         fusion_weight: fixed LLM weight; None = tuned on validation over `weights`.
@@ -73,7 +76,7 @@ class LLMRerankModel(Recommender):
                  seed: int = 0, chat_model: Any = None, progress: bool = False, cpu_format: str = "",
                  calibrate: bool = False, pmi_alphas: str | Sequence[float] = DEFAULT_ALPHAS,
                  with_categories: bool = False, shift_summary: bool = False, shuffle_all: bool = False,
-                 max_concurrency: int | None = None, timeout_s: float = 60.0) -> None:
+                 max_concurrency: int | None = None, timeout_s: float = 60.0, adapter: str = "") -> None:
         grid = [float(w) for w in (weights.split(",") if isinstance(weights, str) else weights)]
         if not grid or any(not 0.0 <= w <= 1.0 for w in grid):
             raise ConfigError(f"fusion weights must be in [0, 1]: {weights!r}")
@@ -81,7 +84,7 @@ class LLMRerankModel(Recommender):
         self.fusion_weight = None if fusion_weight is None else float(fusion_weight)
         cache = user_cache_dir() / "llm" if cache_dir is None else Path(cache_dir) if cache_dir else None
         self.settings = LLMSettings(backend=backend, model=model, base_url=base_url, seed=int(seed), cache_dir=cache,
-                                    timeout_s=float(timeout_s),
+                                    timeout_s=float(timeout_s), adapter=Path(adapter) if adapter else None,
                                     cpu_format=cpu_format or None)  # type: ignore[arg-type]
         self.chat_model = chat_model
         self.alphas = sorted({float(a) for a in (pmi_alphas.split(",") if isinstance(pmi_alphas, str) else pmi_alphas)})
@@ -106,6 +109,10 @@ class LLMRerankModel(Recommender):
 
     def fit(self, train: TrainData) -> LLMRerankModel:
         self.train = train
+        if self.settings.adapter is not None:
+            from agent.tuning.artifact import check_trained_on
+
+            check_trained_on(self.settings.adapter, train.histories)  # LeakageError when tuned on other events
         self.client: LLMClient = make_client(self.settings, self.chat_model)
         self.reranker = LLMReranker(self.client, train.catalog, self.rerank_config)
         self.base: Recommender | None = None

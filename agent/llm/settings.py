@@ -35,6 +35,8 @@ class LLMSettings(BaseModel):
             logprobs, json_schema, grammar, tools, json_mode, prompt_logprobs) the endpoint supports,
             replacing the backend's own declaration; for hosted OpenAI-compatible endpoints. None = the
             backend's.
+        adapter: transformers backend: a LoRA adapter directory written by `driftrec tune-ranker`, merged
+            into `model` at load time (its manifest must name the same base weights). None = the base model.
         cpu_format: embedded: convert the GGUF once to this llama.cpp type for faster CPU inference;
             None = `agent.llm.packaged.DEFAULT_CPU_FORMAT` for packaged models and "original" for
             GGUF paths the caller gives.
@@ -57,6 +59,7 @@ class LLMSettings(BaseModel):
     seed: int = 0
     cache_dir: Path | None = None
     cpu_format: CpuFormat | None = None
+    adapter: Path | None = None
     capabilities: tuple[str, ...] | None = None
 
     def resolved_api_key(self) -> str:

@@ -14,11 +14,23 @@ import os
 import sys
 from collections.abc import Sequence
 
-from driftrec.cli import chat, demo, evaluate, export, index, recommend, serve, timeline, train, tune_embedder
+from driftrec.cli import (
+    chat,
+    demo,
+    evaluate,
+    export,
+    index,
+    recommend,
+    serve,
+    timeline,
+    train,
+    tune_embedder,
+    tune_ranker,
+)
 from retrieval.errors import ConfigError, DriftrecError
 from retrieval.log import LEVELS, cli_logging
 
-COMMANDS = (index, recommend, demo, chat, evaluate, timeline, train, tune_embedder, export, serve)
+COMMANDS = (index, recommend, demo, chat, evaluate, timeline, train, tune_embedder, tune_ranker, export, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -99,6 +99,8 @@ def llm_options(p: argparse.ArgumentParser) -> None:
                    help="LLM backend: embedded (llama.cpp on a packaged GGUF, offline; default), vllm, "
                         "llamacpp-server, openai, or 'none' for retrieval order and template texts")
     p.add_argument("--llm-model", default=None, help="packaged model name or GGUF path (embedded), served name")
+    p.add_argument("--llm-adapter", default=None, type=Path, metavar="DIR",
+                   help="transformers backend: a tuned ranker from `driftrec tune-ranker` (LoRA, merged at load)")
     p.add_argument("--llm-url", default=None, help="server URL for vllm / llamacpp-server / openai backends")
     p.add_argument("--llm-cpu-format", default=None, choices=tuple(CPU_FORMATS),
                    help="embedded: convert the GGUF once to this type for faster CPU inference (default: "
@@ -261,7 +263,8 @@ def build_agent(args: argparse.Namespace, dataset: Any, index: Any) -> Any:
         client = make_client(LLMSettings(backend=args.llm, model=args.llm_model, base_url=args.llm_url,
                                          max_tokens=120, cache_dir=cache, cpu_format=args.llm_cpu_format,
                                          timeout_s=args.llm_timeout, api_key=getattr(args, "llm_api_key", None),
-                                         capabilities=getattr(args, "llm_capabilities", None)))
+                                         capabilities=getattr(args, "llm_capabilities", None),
+                                         adapter=getattr(args, "llm_adapter", None)))
         if not args.no_rerank:
             reranker = LLMReranker(client, dataset.catalog)
     config = AgentConfig(chat_k=max(1, getattr(args, "k", 5)), parsing=getattr(args, "parsing", "rules"),

@@ -5,6 +5,7 @@ Built-in backends:
     vllm             vLLM's OpenAI-compatible server by URL (JSON schema + logprobs)
     llamacpp-server  llama.cpp's OpenAI-compatible server (`python -m llama_cpp.server`; json_object only)
     openai           any OpenAI-compatible endpoint, no optional capability assumed
+    transformers     a HF model in process (PyTorch), with a LoRA adapter from `driftrec tune-ranker` (`hf.py`)
     fake             `fake.FakeChatModel`: scripted replies and a call history (for tests and demos)
 Third parties add one through the `driftrec.llm_backends` entry-point group: a callable taking
 `LLMSettings` and returning a LangChain `BaseChatModel`.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from langchain_core.language_models import BaseChatModel
 
-from agent.llm.backends import fake, llamacpp, openai
+from agent.llm.backends import fake, hf, llamacpp, openai
 from agent.llm.client import LLMClient
 from agent.llm.settings import LLMSettings
 from retrieval.errors import ConfigError
@@ -29,6 +30,7 @@ BACKENDS: Registry[BackendFactory] = Registry("LLM backend", "driftrec.llm_backe
 BACKENDS.register("embedded", llamacpp.build)
 for _kind in openai.SERVER_KINDS:
     BACKENDS.register(_kind, openai.factory(_kind))
+BACKENDS.register("transformers", hf.build)
 BACKENDS.register("fake", fake.build)
 
 
