@@ -46,6 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--alpha", type=int, default=D.alpha, help=f"LoRA alpha (default {D.alpha})")
     p.add_argument("--eval-every", type=int, default=D.eval_every, help="examples between validations")
     p.add_argument("--valid-users", type=int, default=D.valid_users, help="validation users (seeded sample)")
+    p.add_argument("--pmi-alpha", type=float, default=D.pmi_alpha,
+                   help="pointwise validation score: log p(item | history) - ALPHA · log p(item | no history) "
+                        f"(default {D.pmi_alpha})")
     p.add_argument("--patience", type=int, default=D.patience, help="validations without improvement before stopping")
     p.add_argument("--seed", type=int, default=D.seed)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -70,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
                               history_tokens=args.history_tokens, max_examples=args.max_examples or None,
                               max_minutes=args.max_minutes, epochs=args.epochs, batch_size=args.batch_size,
                               lr=args.lr, rank=args.rank, alpha=args.alpha, eval_every=args.eval_every,
-                              valid_users=args.valid_users, patience=args.patience, seed=args.seed)
+                              valid_users=args.valid_users, patience=args.patience, pmi_alpha=args.pmi_alpha,
+                              seed=args.seed)
     dataset = load_dataset(args.data)
     split = leave_one_out(dataset)
     print(f"{dataset!r}\n{split!r}")
