@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from retrieval.data.model import Event
-from retrieval.errors import ConfigError, IndexStateError, LeakageError, MissingDependencyError
-from retrieval.vectors.fingerprint import events_fingerprint
+from retrieval.errors import ConfigError, IndexStateError, MissingDependencyError
+from retrieval.vectors.fingerprint import check_same_events
 
 FORMAT = "driftrec-ranker/1"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -104,14 +104,8 @@ def check_trained_on(adapter_dir: str | Path, histories: Mapping[str, Sequence[E
         LeakageError: the adapter was trained on other events (another split or dataset), so it may have
             seen held-out events.
     """
-    saved = read_manifest(adapter_dir).get("trained_on") or {}
-    expected = events_fingerprint(histories)
-    if saved.get("sha256") != expected["sha256"]:
-        raise LeakageError(
-            f"ranker adapter {adapter_dir} was tuned on other events ({saved.get('events')} events of "
-            f"{saved.get('users')} users) than this run's training data ({expected['events']} events of "
-            f"{expected['users']} users): it may have seen held-out events; tune it on this dataset and split "
-            "with `driftrec tune-ranker`")
+    check_same_events(read_manifest(adapter_dir).get("trained_on") or {}, histories, f"ranker adapter {adapter_dir}",
+                      "`driftrec tune-ranker`")
 
 
 def save_adapter(peft_model: Any, out: str | Path, manifest: Mapping[str, Any]) -> Path:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from retrieval.data.model import Catalog, Event
+from retrieval.errors import LeakageError
 
 TEXT_FUNCTION = "Item.embedding_text"
 
@@ -74,3 +75,24 @@ def events_fingerprint(histories: Mapping[str, Sequence[Event]]) -> dict[str, An
             h.update(f"{user}\t{ev.item}\t{ev.timestamp.isoformat()}\n".encode())
             events += 1
     return {"sha256": h.hexdigest(), "events": events, "users": users}
+
+
+def check_same_events(saved: Mapping[str, Any], histories: Mapping[str, Sequence[Event]], what: str,
+                      remedy: str) -> None:
+    """Refuse an artifact whose recorded training events (`saved`, an `events_fingerprint`) are not `histories`.
+
+    Args:
+        saved: the fingerprint the artifact's manifest records (may be empty).
+        histories: this run's training events.
+        what: the artifact, e.g. "embedding model runs/emb".
+        remedy: the command that makes a matching one, e.g. "`driftrec tune-embedder`".
+
+    Raises:
+        LeakageError: other events (another split or dataset), so it may have seen held-out events.
+    """
+    expected = events_fingerprint(histories)
+    if saved.get("sha256") != expected["sha256"]:
+        raise LeakageError(
+            f"{what} was tuned on other events ({saved.get('events')} events of {saved.get('users')} users) than "
+            f"this run's training data ({expected['events']} events of {expected['users']} users): it may have "
+            f"seen held-out events; tune it on this dataset and split with {remedy}")

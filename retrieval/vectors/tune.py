@@ -40,9 +40,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from retrieval.data.model import Catalog, Event
-from retrieval.errors import ConfigError, IndexStateError, LeakageError
+from retrieval.errors import ConfigError, IndexStateError
 from retrieval.log import get_logger
-from retrieval.vectors.fingerprint import events_fingerprint
+from retrieval.vectors.fingerprint import check_same_events, events_fingerprint
 
 log = get_logger(__name__)
 
@@ -419,11 +419,5 @@ def check_tuned_on(model_dir: str | Path, histories: Mapping[str, History]) -> N
     manifest = read_manifest(model_dir)
     if manifest is None:
         return
-    saved = manifest.get("trained_on") or {}
-    expected = events_fingerprint(histories)
-    if saved.get("sha256") != expected["sha256"]:
-        raise LeakageError(
-            f"embedding model {model_dir} was tuned on other events ({saved.get('events')} events of "
-            f"{saved.get('users')} users) than this run's training data ({expected['events']} events of "
-            f"{expected['users']} users): it may have seen held-out events; tune it on this dataset and split "
-            "with `driftrec tune-embedder`")
+    check_same_events(manifest.get("trained_on") or {}, histories, f"embedding model {model_dir}",
+                      "`driftrec tune-embedder`")
