@@ -110,7 +110,7 @@ class LLMRerankModel(Recommender):
     def fit(self, train: TrainData) -> LLMRerankModel:
         self.train = train
         if self.settings.adapter is not None:
-            from agent.tuning.artifact import check_trained_on
+            from agent.llm.adapter import check_trained_on
 
             check_trained_on(self.settings.adapter, train.histories)  # LeakageError when tuned on other events
         self.client: LLMClient = make_client(self.settings, self.chat_model)

@@ -137,7 +137,7 @@ class StubAdapter:
 
 def test_vllm_server_checks_each_lora_adapter_and_registers_it_by_name(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from agent.tuning.artifact import base_digest, save_adapter
+    from agent.llm.adapter import base_digest, save_adapter
 
     model = tmp_path / "base"
     model.mkdir()
@@ -383,7 +383,7 @@ def ranker_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     import transformers
 
-    from agent.tuning.artifact import base_digest, save_adapter
+    from agent.llm.adapter import base_digest, save_adapter
 
     if not (SMOLLM2_HF / "config.json").is_file():
         pytest.fail(f"no HF model at {SMOLLM2_HF}: run `make vllm-env`", pytrace=False)

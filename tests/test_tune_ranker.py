@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.llm import LLMSettings, make_client
-from agent.rerank import LLMReranker, RerankConfig
-from agent.tuning.artifact import (
+from agent.llm.adapter import (
     ADAPTER_FILES,
     adapter_digest,
     base_digest,
@@ -24,6 +23,7 @@ from agent.tuning.artifact import (
     read_manifest,
     save_adapter,
 )
+from agent.rerank import LLMReranker, RerankConfig
 from agent.tuning.examples import RankingCase, sample_candidates, training_cases, validation_cases
 from agent.tuning.train import RankerTuneConfig
 from driftrec.cli.main import main

@@ -306,8 +306,8 @@ def _lora_args(model_dir: Path, served: str, modules: Mapping[str, Path], max_lo
     """vLLM's LoRA flags for `modules` (name -> adapter directory), after checking every adapter."""
     if not modules:
         return []
-    # Imported here: `convert` runs this module in the vLLM venv, where the artifact module's dependencies are absent.
-    from agent.tuning.artifact import check_adapter_base
+    # Imported here: `convert` runs this module in the vLLM venv, where the adapter module's dependencies are absent.
+    from agent.llm.adapter import check_adapter_base
 
     specs = []
     for name, adapter in modules.items():

@@ -9,7 +9,7 @@ Validation runs the real reranker (`LLMReranker`, LLM score alone, w = 1) throug
 transformers backend on the model being trained, over a fixed set of validation users, before training
 (step 0 = the base model) and every `eval_every` examples; the best state is kept and saved, and
 training stops after `patience` evaluations without a better validation NDCG@10, at `max_minutes`, or
-after `epochs` passes. The saved adapter is `agent.tuning.artifact`'s format.
+after `epochs` passes. The saved adapter is `agent.llm.adapter`'s format.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from agent.listwise import LABELS
+from agent.llm.adapter import FORMAT, base_digest, import_peft, save_adapter
 from agent.llm.backends.hf import TransformersChatModel, chat_prompt_ids, hf_model_dir, import_torch_transformers
 from agent.llm.client import LLMClient
 from agent.narrative import NarrativeConfig
 from agent.rerank import LLMReranker, RerankConfig
-from agent.tuning.artifact import FORMAT, base_digest, import_peft, save_adapter
 from agent.tuning.examples import OBJECTIVES, History, Objective, RankingCase, training_cases, validation_cases
 from retrieval.candidates.base import Candidate
 from retrieval.data.model import Catalog
@@ -224,7 +224,7 @@ def tune_ranker(catalog: Catalog, train: Mapping[str, History], validation: Sequ
                        "history": history, "best": next(h for h in history if h["examples"] == best_step)},
     }
     target = save_adapter(model, out, manifest)
-    from agent.tuning.artifact import read_manifest
+    from agent.llm.adapter import read_manifest
 
     return RankerTuneReport(target, best_step, history, seconds, read_manifest(target))
 

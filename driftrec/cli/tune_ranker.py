@@ -57,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def run(args: argparse.Namespace) -> int:
     """Tune, save, print where it saved and the validation metric; returns the exit code."""
-    from agent.tuning.artifact import FORMAT
+    from agent.llm.adapter import FORMAT
     from agent.tuning.train import tune_ranker
     from eval.splits import leave_one_out
     from retrieval.data.datasets import load_dataset

@@ -83,7 +83,7 @@ def load_causal_lm(model_dir: Path, adapter_dir: Path | None = None, merge: bool
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
     model = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).to(device)
     if adapter_dir is not None:
-        from agent.tuning.artifact import check_adapter_base, import_peft
+        from agent.llm.adapter import check_adapter_base, import_peft
 
         check_adapter_base(adapter_dir, model_dir)
         peft = import_peft()
@@ -131,7 +131,7 @@ class TransformersChatModel(BaseChatModel):
         """Base directory name, plus the adapter's weights digest (so cached replies never mix models)."""
         if self.adapter_dir is None:
             return Path(self.model_dir).name
-        from agent.tuning.artifact import adapter_digest
+        from agent.llm.adapter import adapter_digest
 
         return f"{Path(self.model_dir).name}+{Path(self.adapter_dir).name}-{adapter_digest(self.adapter_dir)[:12]}"
 
