@@ -121,6 +121,7 @@ class TransformersChatModel(BaseChatModel):
     _model: Any = PrivateAttr(default=None)
     _tokenizer: Any = PrivateAttr(default=None)
     _lock: Any = PrivateAttr(default_factory=threading.RLock)
+    _adapter_id: str | None = PrivateAttr(default=None)
 
     @property
     def _llm_type(self) -> str:
@@ -131,9 +132,11 @@ class TransformersChatModel(BaseChatModel):
         """Base directory name, plus the adapter's weights digest (so cached replies never mix models)."""
         if self.adapter_dir is None:
             return Path(self.model_dir).name
-        from agent.llm.adapter import adapter_digest
+        if self._adapter_id is None:  # hashed once: the client asks for the id on every cached call
+            from agent.llm.adapter import adapter_digest
 
-        return f"{Path(self.model_dir).name}+{Path(self.adapter_dir).name}-{adapter_digest(self.adapter_dir)[:12]}"
+            self._adapter_id = f"{Path(self.adapter_dir).name}-{adapter_digest(self.adapter_dir)[:12]}"
+        return f"{Path(self.model_dir).name}+{self._adapter_id}"
 
     @classmethod
     def from_loaded(cls, model: Any, tokenizer: Any, model_dir: str | Path) -> TransformersChatModel:
