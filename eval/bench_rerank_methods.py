@@ -37,11 +37,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from agent.llm import LLMSettings, make_client
+from agent.llm.adapter import check_trained_on
 from agent.narrative import NarrativeConfig
 from agent.rerank import LLMReranker, RerankConfig
 from eval.harness import EvalConfig, _instance, _overrides_tune, _sample_users
 from eval.metrics import paired_comparison
-from eval.models import TrainData, ValidationData, make_model, with_defaults
+from eval.models import TrainData, ValidationData, make_model, parse_model_args, with_defaults
 from eval.models_llm import DEFAULT_ALPHAS, DEFAULT_WEIGHTS, _ndcg10, llm_array, position_following
 from eval.protocols import ProtocolContext, make_protocol
 from eval.splits import leave_one_out
@@ -81,11 +82,14 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     """Users, candidates, retrieval and popularity scores of both stages (deterministic from the seed)."""
     ds = load_dataset(args.dataset)
     split = leave_one_out(ds)
+    retriever_kwargs = {args.retriever: args.retriever_args} if args.retriever_args else {}
     cfg = EvalConfig(protocol=args.protocol, seed=args.seed, n_users=args.users, retriever=args.retriever,
-                     rerank_k=args.k, defaults={"embedder": args.embedder})
+                     rerank_k=args.k, defaults={"embedder": args.embedder}, model_kwargs=retriever_kwargs)
     test, validation = _sample_users(split, cfg)
     item_ids = tuple(ds.catalog.ids)
     train = TrainData(ds.catalog, split.train, item_ids)
+    if args.llm_adapter is not None:
+        check_trained_on(args.llm_adapter, split.train)  # LeakageError when tuned on other events
     retriever = None
     if args.protocol == "rerank":
         retriever = _instance(args.retriever, cfg)
@@ -98,8 +102,8 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     cands = {name: protocol.candidates(stage, context) for name, stage in stages.items()}
     base = None
     if args.protocol == "llmrank":
-        base = make_model(args.retriever, **with_defaults(args.retriever, {}, {"embedder": args.embedder,
-                                                                              "seed": args.seed}))
+        base = make_model(args.retriever, **with_defaults(args.retriever, args.retriever_args,
+                                                          {"embedder": args.embedder, "seed": args.seed}))
         base.fit(train)
     popularity = make_model("popularity").fit(train)
     scores, pop = {}, {}
@@ -125,7 +129,7 @@ def run(args: argparse.Namespace, data: dict[str, Any], methods: Sequence[str]) 
             rec = json.loads(line)
             done.add((rec["method"], rec["i"], rec["stage"]))
     settings = LLMSettings(backend=args.llm, model=args.llm_model, base_url=args.llm_url, seed=args.seed,
-                           cache_dir=user_cache_dir() / "llm", timeout_s=args.timeout)
+                           cache_dir=user_cache_dir() / "llm", timeout_s=args.timeout, adapter=args.llm_adapter)
     client = make_client(settings)
     listwise_client = client
     if args.listwise_url:
@@ -164,7 +168,9 @@ def report(args: argparse.Namespace, data: dict[str, Any], methods: Sequence[str
              and all((m, i, s) in recs for m in methods for s in ("validation", "test"))]
     out: dict[str, Any] = {"dataset": args.dataset, "protocol": args.protocol, "seed": args.seed,
                            "users_sampled": len(test), "users_done": len(users), "llm": args.llm,
-                           "llm_model": args.llm_model or "default", "retriever": args.retriever,
+                           "llm_model": args.llm_model or "default",
+                           "llm_adapter": None if args.llm_adapter is None else str(args.llm_adapter),
+                           "retriever": args.retriever, "retriever_args": args.retriever_args,
                            "listwise_url": args.listwise_url, "methods": {}}
     if not users:
         return out
@@ -275,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--llm", default="embedded")
     p.add_argument("--llm-model", default=None)
     p.add_argument("--llm-url", default=None)
+    p.add_argument("--llm-adapter", type=Path, default=None,
+                   help="a tuned ranker from `driftrec tune-ranker` (--llm transformers); it must have been tuned "
+                        "on this split's training events, else LeakageError")
+    p.add_argument("--model-arg", action="append", default=[], metavar="MODEL.KEY=VALUE",
+                   help="argument of the retriever model, repeatable, as in `driftrec eval` "
+                        "(e.g. hybrid.load=runs/models/sasrec)")
     p.add_argument("--listwise-url", default=None,
                    help="run the listwise methods on this vLLM server (the same model served), the rest on --llm")
     p.add_argument("--listwise-model", default=None, help="served model name for --listwise-url")
@@ -286,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     args.retriever = args.retriever or ("hybrid" if args.protocol == "rerank" else "interest")
+    model_args = parse_model_args(args.model_arg)
+    others = sorted(set(model_args) - {args.retriever})
+    if others:
+        raise ConfigError(f"--model-arg names {', '.join(others)}, but only the retriever {args.retriever!r} is built")
+    args.retriever_args = model_args.get(args.retriever, {})
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:

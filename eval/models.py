@@ -7,6 +7,7 @@ input sequence (what precedes the held-out event) and nothing else. A model neve
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -237,3 +238,19 @@ def _load_builtin_models(until: str | None = None) -> None:
                 # One model module with a missing optional dependency must not hide all the others;
                 # the failure is reported when a name it would have registered is asked for.
                 BROKEN[module] = f"{type(exc).__name__}: {exc}"
+
+
+def parse_model_args(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """["itemknn.neighbours=50", ...] → {"itemknn": {"neighbours": 50}} (values read as JSON, else text)."""
+    out: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        model, dot, name = key.partition(".")
+        if not sep or not dot or not model or not name:
+            raise ConfigError(f"--model-arg {pair!r}: expected MODEL.KEY=VALUE")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(model, {})[name] = value
+    return out

@@ -142,6 +142,21 @@ def test_harness_refuses_an_adapter_tuned_on_other_events(tmp_path: Path) -> Non
             TrainData(ds.catalog, split.train, tuple(ds.catalog.ids)))
 
 
+def test_methods_benchmark_refuses_an_adapter_tuned_on_other_events(tmp_path: Path) -> None:
+    import eval.bench_rerank_methods as bench
+
+    pytest.importorskip("retrieval.data.datasets").load_dataset("ml-100k")
+    base = fake_base(tmp_path)
+    out = save_adapter(StubPeft(), tmp_path / "ranker", {"base": {"sha256": base_digest(base)},
+                                                          "trained_on": events_fingerprint({"u": ()})})
+    args = ["--dataset", "ml-100k", "--retriever", "popularity", "--users", "2", "--llm", "fake",
+            "--out", str(tmp_path / "run"), "--no-progress"]
+    with pytest.raises(LeakageError):
+        bench.main([*args, "--llm-adapter", str(out)])
+    with pytest.raises(ConfigError, match="only the retriever 'popularity'"):
+        bench.main([*args, "--model-arg", "itemknn.neighbours=5"])
+
+
 def test_cli_refuses_an_unrelated_out_directory_and_bad_counts(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     unrelated = tmp_path / "mine"
     unrelated.mkdir()

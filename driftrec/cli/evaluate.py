@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from agent.limits import MAX_K, check_count
 from driftrec.cli.options import check_out_path
@@ -61,22 +59,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.set_defaults(handler=run)
 
 
-def parse_model_args(pairs: list[str]) -> dict[str, dict[str, Any]]:
-    """["itemknn.neighbours=50", ...] → {"itemknn": {"neighbours": 50}}."""
-    out: dict[str, dict[str, Any]] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        model, dot, name = key.partition(".")
-        if not sep or not dot or not model or not name:
-            raise ConfigError(f"--model-arg {pair!r}: expected MODEL.KEY=VALUE")
-        try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out.setdefault(model, {})[name] = value
-    return out
-
-
 def _date(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
@@ -100,6 +82,7 @@ def check_numbers(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Handler of `driftrec eval`; returns the exit code."""
     from eval.harness import EvalConfig, evaluate
+    from eval.models import parse_model_args
     from eval.report import to_markdown, write_report
     from eval.splits import check_llmrank_split, leave_one_out, temporal_split
     from retrieval.data.datasets import load_dataset, locate_games
