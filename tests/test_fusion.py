@@ -141,16 +141,48 @@ def test_holdout_tuning_never_lets_a_generator_see_the_held_out_events() -> None
     assert tune_on_holdout(build, {"u0": histories["u0"][:1]}) is None  # nobody has two events
 
 
-def test_default_hybrid_chooses_its_fusion_on_held_out_events(shift_dataset: Dataset,
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_default_hybrid_chooses_its_fusion_on_held_out_events_and_stores_the_choice(
+        shift_dataset: Dataset, caplog: pytest.LogCaptureFixture, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     index = build_index(shift_dataset.catalog, HashingEmbedder(dim=64), "flat", progress=False)
     with caplog.at_level(logging.INFO, logger="driftrec"):
         gen = make_generator("hybrid", index, shift_dataset.histories, shift_dataset.catalog.ids)
     assert isinstance(gen, FusionGenerator)
     assert [g.name for g in gen.generators] == ["itemknn", "interest", "popularity"]
     assert any("hybrid fusion chosen" in r.getMessage() for r in caplog.records)
-    again = make_generator("hybrid", index, shift_dataset.histories, shift_dataset.catalog.ids)
+    stored = list((tmp_path / "driftrec" / "fusion").glob("*.json"))
+    assert len(stored) == 1
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="driftrec"):
+        again = make_generator("hybrid", index, shift_dataset.histories, shift_dataset.catalog.ids)
+    assert any("hybrid fusion read from the stored choice" in r.getMessage() for r in caplog.records)
     assert isinstance(again, FusionGenerator) and (again.weights, again.rrf_k) == (gen.weights, gen.rrf_k)
+    # Other events: another key, chosen again.
+    fewer = {u: h[:-1] for u, h in shift_dataset.histories.items()}
+    make_generator("hybrid", index, fewer, shift_dataset.catalog.ids)
+    assert len(list(stored[0].parent.glob("*.json"))) == 2
+    # A damaged file is ignored and rewritten.
+    stored[0].write_text("{not json")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="driftrec"):
+        third = make_generator("hybrid", index, shift_dataset.histories, shift_dataset.catalog.ids)
+    assert any("unreadable fusion choice" in r.getMessage() for r in caplog.records)
+    assert isinstance(third, FusionGenerator) and (third.weights, third.rrf_k) == (gen.weights, gen.rrf_k)
+    assert '"weights"' in stored[0].read_text()
+
+
+def test_an_extra_generator_without_a_cache_key_turns_the_stored_choice_off(shift_dataset: Dataset) -> None:
+    from retrieval.candidates.fusion_cache import choice_key
+
+    index = build_index(shift_dataset.catalog, HashingEmbedder(dim=64), "flat", progress=False)
+    histories = shift_dataset.histories
+    assert choice_key(histories, index, [_LastSeen(histories)], {}) is None
+    keyed = _LastSeen(histories)
+    keyed.cache_key = lambda: "v1"  # type: ignore[attr-defined]
+    first = choice_key(histories, index, [keyed], {})
+    keyed.cache_key = lambda: "v2"  # type: ignore[attr-defined]
+    assert first is not None and choice_key(histories, index, [keyed], {}) not in (None, first)
+    assert choice_key(histories, index, [], {"users": 1}) != choice_key(histories, index, [], {"users": 2})
 
 
 def test_harness_hybrid_chooses_half_life_and_fusion_on_validation(shift_dataset: Dataset) -> None:

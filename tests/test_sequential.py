@@ -165,6 +165,7 @@ def test_generator_drops_seen_items_and_matches_exact_scores(trained: tuple[Sequ
         assert all(c.source == "sequential" for c in cands)
     assert out[2] and all(c.source == "popularity" for c in out[2])
     assert SequentialGenerator(model).generate((), 3) == []  # no fallback given
+    assert gen.cache_key() == model.fingerprint()  # what the hybrid's stored fusion choice is keyed on
 
 
 def test_windows_cover_every_target_once() -> None:

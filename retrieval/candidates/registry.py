@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from retrieval.candidates.base import CandidateGenerator, Histories
 from retrieval.candidates.fusion import FusionGenerator, tune_on_holdout
+from retrieval.candidates.fusion_cache import choice_key, load_choice, save_choice
 from retrieval.candidates.interest import InterestRetriever
 from retrieval.candidates.knn import ItemKNN, KNNGenerator
 from retrieval.candidates.popularity import PopularityGenerator
@@ -68,18 +69,27 @@ def _hybrid(index: VectorIndex, histories: Histories, item_ids: Sequence[str],
     """Weighted RRF of item-kNN, `extra`, the interest retriever and popularity, tuned for NDCG@10.
 
     The weights and rank offset are chosen by `tune_on_holdout` on the last events of a seeded sample of
-    `TUNING_USERS` users (plain RRF when no user has two events); the choice and its cost are logged.
+    `TUNING_USERS` users (plain RRF when no user has two events) and stored on disk
+    (`retrieval.candidates.fusion_cache`), so the next build on the same events, vectors and generators
+    reads the choice back; the choice and its cost are logged.
     """
     def build(seen: Histories) -> list[CandidateGenerator]:
         popularity = PopularityGenerator(seen)
         return [_knn(seen, item_ids), *extra, InterestRetriever(index, popularity=popularity), popularity]
 
     start = time.perf_counter()
-    found = tune_on_holdout(build, histories, users=TUNING_USERS)
+    key = choice_key(histories, index, extra, {"users": TUNING_USERS, "seed": 0, "knn": [KNN_NEIGHBOURS, KNN_HALF_LIFE],
+                                               "tune": "ndcg@10, default grids"})
+    found = load_choice(key) if key is not None else None
+    origin = "read from the stored choice" if found is not None else "chosen"
+    if found is None:
+        found = tune_on_holdout(build, histories, users=TUNING_USERS)
+        if found is not None and key is not None:
+            save_choice(key, found)
     generators = build(histories)
     fusion = (FusionGenerator(generators, found.weights, rrf_k=found.rrf_k) if found is not None
               else FusionGenerator(generators))
-    log.info("hybrid fusion chosen in %.1f s: %r (%s)", time.perf_counter() - start, fusion,
+    log.info("hybrid fusion %s in %.1f s: %r (%s)", origin, time.perf_counter() - start, fusion,
              f"{found.metric} {found.value:.4f} on {found.n_users} held-out last events" if found is not None
              else "no user has two events: plain RRF")
     return fusion

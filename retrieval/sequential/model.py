@@ -274,6 +274,10 @@ class SequentialGenerator(CandidateGenerator):
     def __init__(self, model: SequentialModel, popularity: CandidateGenerator | None = None) -> None:
         self.model, self.popularity = model, popularity
 
+    def cache_key(self) -> str:
+        """The model's weights fingerprint: identifies it in the hybrid's stored fusion choice."""
+        return self.model.fingerprint()
+
     def generate_batch(self, histories: Sequence[History], k: int) -> list[list[Candidate]]:
         events = list(histories)
         queries = self.model.encode(events)
