@@ -169,7 +169,22 @@ def tune_ranker(catalog: Catalog, train: Mapping[str, History], validation: Sequ
     best_step, best_state = 0, _state(model)
     opt = torch.optim.AdamW(params, lr=config.lr)
     deadline = started + 60 * config.max_minutes if config.max_minutes else math.inf
-    seen, since_best, losses = 0, 0, []
+    seen, since_best = 0, 0
+    losses: list[float] = []
+
+    def checkpoint(recent: int) -> bool:
+        """Apply pending gradients, validate and record; True when this state is the best so far (kept)."""
+        nonlocal best_step, best_state
+        opt.step()
+        opt.zero_grad()
+        history.append(dict(validate(chat, catalog, rerank_config, valid), examples=seen,
+                            train_loss=float(np.mean(losses[-recent:]))))
+        log.info("tune-ranker: after %d examples validation %s", seen, history[-1])
+        if history[-1]["ndcg@10"] <= max(h["ndcg@10"] for h in history[:-1]):
+            return False
+        best_step, best_state = seen, _state(model)
+        return True
+
     stop = False
     bar = tqdm(total=config.epochs * len(cases), desc="tune ranker", unit="example", disable=not progress)
     for _epoch in range(config.epochs):
@@ -186,26 +201,14 @@ def tune_ranker(catalog: Catalog, train: Mapping[str, History], validation: Sequ
             bar.set_postfix(loss=f"{np.mean(losses[-config.batch_size * 4:]):.3f}")
             out_of_time = time.perf_counter() > deadline
             if seen % config.eval_every == 0 or out_of_time:
-                opt.step()
-                opt.zero_grad()
-                history.append(dict(validate(chat, catalog, rerank_config, valid), examples=seen,
-                                    train_loss=float(np.mean(losses[-config.eval_every:]))))
-                log.info("tune-ranker: after %d examples validation %s", seen, history[-1])
-                if history[-1]["ndcg@10"] > max(h["ndcg@10"] for h in history[:-1]):
-                    best_step, best_state, since_best = seen, _state(model), 0
-                else:
-                    since_best += 1
+                since_best = 0 if checkpoint(config.eval_every) else since_best + 1
                 stop = out_of_time or since_best >= config.patience
             if stop:
                 break
         if stop:
             break
     if not stop and seen % config.eval_every:  # the examples after the last validation
-        opt.step()
-        history.append(dict(validate(chat, catalog, rerank_config, valid), examples=seen,
-                            train_loss=float(np.mean(losses[-(seen % config.eval_every):]))))
-        if history[-1]["ndcg@10"] > max(h["ndcg@10"] for h in history[:-1]):
-            best_step, best_state = seen, _state(model)
+        checkpoint(seen % config.eval_every)
     bar.close()
     model.load_state_dict(best_state, strict=False)
     seconds = time.perf_counter() - started
