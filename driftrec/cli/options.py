@@ -21,6 +21,7 @@ from retrieval.vectors.embed import EMBEDDERS
 from retrieval.vectors.index import BACKENDS
 
 if TYPE_CHECKING:
+    from eval.splits import Split
     from retrieval.candidates.base import CandidateGenerator
     from retrieval.data.model import Dataset, LoadReport
     from retrieval.vectors.index import VectorIndex
@@ -315,3 +316,18 @@ def check_out_path(path: Path, flag: str, suffixes: tuple[str, ...] = ()) -> Pat
 
     check_not_below_a_file(path, f"{flag} {path}")
     return path
+
+
+def tuning_data(data: str, out: Path, artifact: str) -> tuple[Dataset, Split]:
+    """The tune-* commands' start: `--out` checked before anything loads (a directory, empty or one of
+    `artifact`'s, e.g. "driftrec-ranker"), then the dataset and its leave-one-out split, printed."""
+    from eval.splits import leave_one_out
+    from retrieval.data.datasets import load_dataset
+    from retrieval.vectors.store import check_replaceable
+
+    check_out_path(out, "--out")
+    check_replaceable(out.absolute(), artifact)
+    dataset = load_dataset(data)
+    split = leave_one_out(dataset)
+    print(f"{dataset!r}\n{split!r}")
+    return dataset, split

@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from driftrec.cli.options import check_out_path
+from driftrec.cli.options import tuning_data
 from retrieval.errors import ConfigError
 from retrieval.vectors.tune import TuneConfig
 
@@ -47,22 +47,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def run(args: argparse.Namespace) -> int:
     """Tune, save, print where it saved and the validation metric; returns the exit code."""
-    from eval.splits import leave_one_out
-    from retrieval.data.datasets import load_dataset
-    from retrieval.vectors.store import check_replaceable
     from retrieval.vectors.tune import FORMAT, tune_embedder
 
     start = time.perf_counter()
-    check_out_path(args.out, "--out")
-    check_replaceable(args.out.absolute(), FORMAT.split("/")[0])  # before loading anything
     if args.max_pairs < 0:
         raise ConfigError(f"--max-pairs must be ≥ 0 (0 = every pair), got {args.max_pairs}")
     config = TuneConfig(epochs=args.epochs, batch_size=args.batch_size, max_pairs=args.max_pairs or None,
                         max_minutes=args.max_minutes, lr=args.lr, window=args.window,
                         train_layers=args.train_layers, valid_users=args.valid_users, seed=args.seed)
-    dataset = load_dataset(args.data)
-    split = leave_one_out(dataset)
-    print(f"{dataset!r}\n{split!r}")
+    dataset, split = tuning_data(args.data, args.out, FORMAT.split("/")[0])
     validation = list(zip(split.validation.inputs, split.validation.target_items, strict=True))
     report = tune_embedder(dataset.catalog, split.train, validation, args.out, config, args.base_model,
                            progress=not args.quiet)

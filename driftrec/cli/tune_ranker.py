@@ -15,7 +15,7 @@ from pathlib import Path
 
 from agent.tuning.examples import OBJECTIVES
 from agent.tuning.train import RankerTuneConfig
-from driftrec.cli.options import check_out_path
+from driftrec.cli.options import tuning_data
 
 D = RankerTuneConfig()  # the defaults shown in --help are the library's
 
@@ -59,14 +59,9 @@ def run(args: argparse.Namespace) -> int:
     """Tune, save, print where it saved and the validation metric; returns the exit code."""
     from agent.llm.adapter import FORMAT
     from agent.tuning.train import tune_ranker
-    from eval.splits import leave_one_out
-    from retrieval.data.datasets import load_dataset
     from retrieval.errors import ConfigError
-    from retrieval.vectors.store import check_replaceable
 
     start = time.perf_counter()
-    check_out_path(args.out, "--out")
-    check_replaceable(args.out.absolute(), FORMAT.split("/")[0])  # before loading anything
     if args.max_examples < 0:
         raise ConfigError(f"--max-examples must be ≥ 0 (0 = every example), got {args.max_examples}")
     config = RankerTuneConfig(objective=args.objective, candidates=args.candidates, per_user=args.per_user,
@@ -75,9 +70,7 @@ def run(args: argparse.Namespace) -> int:
                               lr=args.lr, rank=args.rank, alpha=args.alpha, eval_every=args.eval_every,
                               valid_users=args.valid_users, patience=args.patience, pmi_alpha=args.pmi_alpha,
                               seed=args.seed)
-    dataset = load_dataset(args.data)
-    split = leave_one_out(dataset)
-    print(f"{dataset!r}\n{split!r}")
+    dataset, split = tuning_data(args.data, args.out, FORMAT.split("/")[0])
     stage = split.validation
     validation = list(zip(stage.users, stage.inputs, stage.target_items, strict=True))
     report = tune_ranker(dataset.catalog, split.train, validation, args.out, config, args.base,
