@@ -17,6 +17,8 @@ every method has finished and writes `<out>/report.json` and `<out>/report.md`:
         --out runs/methods/ml100k-llmrank
     python -m eval.bench_rerank_methods ... --resume          # continue after an interruption
     python -m eval.bench_rerank_methods ... --report          # tables from what has finished
+    python -m eval.bench_rerank_methods ... --llm transformers --llm-adapter DIR --versus OTHER_OUT
+                                  # a tuned ranker, paired with an earlier run on the same users
 
 Methods: `pmi` (pointwise title likelihood, calibrated), `pmi-cat` (title + categories), `listwise`
 (verbalizer logprobs, retrieval order), `listwise3` (3 passes, each its own shuffle),
@@ -156,22 +158,32 @@ def run(args: argparse.Namespace, data: dict[str, Any], methods: Sequence[str]) 
                     f.flush()
 
 
-def report(args: argparse.Namespace, data: dict[str, Any], methods: Sequence[str]) -> dict[str, Any]:
-    """Tables over the users every method has finished (both stages)."""
+def read_reranks(out: Path) -> dict[tuple[str, int, str], dict[str, Any]]:
+    """The stored reranks of a run directory, by (method, user index, stage)."""
     recs: dict[tuple[str, int, str], dict[str, Any]] = {}
-    path = args.out / "reranks.jsonl"
+    path = out / "reranks.jsonl"
     for line in path.read_text().splitlines() if path.exists() else []:
         rec = json.loads(line)
         recs[(rec["method"], rec["i"], rec["stage"])] = rec
+    return recs
+
+
+def report(args: argparse.Namespace, data: dict[str, Any], methods: Sequence[str]) -> dict[str, Any]:
+    """Tables over the users every method has finished (both stages); with `args.versus`, paired
+    differences to that run's same method on the users both runs finished."""
+    recs = read_reranks(args.out)
+    other = read_reranks(args.versus) if args.versus is not None else {}
     test = data["stages"]["test"]
     users = [i for i in range(len(test)) if test.users[i] in data["val_pos"]
-             and all((m, i, s) in recs for m in methods for s in ("validation", "test"))]
+             and all((m, i, s) in recs for m in methods for s in ("validation", "test"))
+             and (args.versus is None or all((m, i, s) in other for m in methods for s in ("validation", "test")))]
     out: dict[str, Any] = {"dataset": args.dataset, "protocol": args.protocol, "seed": args.seed,
                            "users_sampled": len(test), "users_done": len(users), "llm": args.llm,
                            "llm_model": args.llm_model or "default",
                            "llm_adapter": None if args.llm_adapter is None else str(args.llm_adapter),
                            "retriever": args.retriever, "retriever_args": args.retriever_args,
-                           "listwise_url": args.listwise_url, "methods": {}}
+                           "listwise_url": args.listwise_url,
+                           "versus": None if args.versus is None else str(args.versus), "methods": {}}
     if not users:
         return out
     vpos = [data["val_pos"][test.users[i]] for i in users]
@@ -187,14 +199,15 @@ def report(args: argparse.Namespace, data: dict[str, Any], methods: Sequence[str
     base_test = ndcgs("test", [_z(r) for r in retr["test"]])
     out["retriever_ndcg@10"] = 100 * float(base_test.mean())
     out["popularity_ndcg@10"] = 100 * float(ndcgs("test", [data["pop"]["test"][j] for j in users]).mean())
-    for m in methods:
-        stored = {s: [_Stored(recs[(m, i, s)]) for i in users] for s in idx}
+
+    def evaluate(stored: dict[str, list[_Stored]]) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+        """w and alpha tuned on validation; per-user test NDCG@10 of the LLM alone and of the fusion."""
         pointwise = any(x.llm_parts for x in stored["test"])
         alphas = DEFAULT_ALPHAS if pointwise else (0.5,)
 
-        def llm(stage: str, alpha: float, m_stored: dict[str, list[_Stored]] = stored) -> list[np.ndarray]:
+        def llm(stage: str, alpha: float) -> list[np.ndarray]:
             return [llm_array(x, data["cands"][stage][j], alpha)  # type: ignore[arg-type]
-                    for x, j in zip(m_stored[stage], idx[stage], strict=True)]
+                    for x, j in zip(stored[stage], idx[stage], strict=True)]
 
         best = (-1.0, 0.0, alphas[0])
         best_alone = (-1.0, alphas[0])
@@ -211,11 +224,17 @@ def report(args: argparse.Namespace, data: dict[str, Any], methods: Sequence[str
         fused = ndcgs("test", [_fuse(r, s, w) for r, s in zip(retr["test"], llm("test", a), strict=True)])
         alone = ndcgs("test", [_fuse(r, s, 1.0) for r, s in zip(retr["test"], llm("test", best_alone[1]),
                                                                  strict=True)])
+        chosen = {"fusion_weight": w, "pmi_alpha": a if pointwise else None,
+                  "llm_alone_pmi_alpha": best_alone[1] if pointwise else None}
+        return chosen, alone, fused
+
+    for m in methods:
+        stored = {s: [_Stored(recs[(m, i, s)]) for i in users] for s in idx}
+        chosen, alone, fused = evaluate(stored)
         recs_all = [x.rec for s in idx for x in stored[s]]
         lat = np.array([r["latency_s"] for r in recs_all])
         row: dict[str, Any] = {
-            "fusion_weight": w, "pmi_alpha": a if pointwise else None,
-            "llm_alone_pmi_alpha": best_alone[1] if pointwise else None,
+            **chosen,
             "llm_alone_ndcg@10": 100 * float(alone.mean()), "fused_ndcg@10": 100 * float(fused.mean()),
             "llm_alone_vs_retriever": _paired(alone, base_test, args.seed),
             "fused_vs_retriever": _paired(fused, base_test, args.seed),
@@ -226,8 +245,27 @@ def report(args: argparse.Namespace, data: dict[str, Any], methods: Sequence[str
             **position_following([x for s in idx for x in stored[s]],  # type: ignore[misc]
                                  shuffled_first=bool(METHODS[m].get("shuffle_all"))),
         }
+        if args.versus is not None:
+            theirs, their_alone, their_fused = evaluate({s: [_Stored(other[(m, i, s)]) for i in users] for s in idx})
+            row["versus"] = {**theirs, "llm_alone_ndcg@10": 100 * float(their_alone.mean()),
+                             "fused_ndcg@10": 100 * float(their_fused.mean()),
+                             "llm_alone_diff": _paired(alone, their_alone, args.seed),
+                             "fused_diff": _paired(fused, their_fused, args.seed)}
         out["methods"][m] = row
     return out
+
+
+def check_same_users(args: argparse.Namespace, other: Path) -> None:
+    """ConfigError unless `other` is a run of this dataset, protocol, retriever, k, seed and user count."""
+    try:
+        theirs = json.loads((other / "args.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--versus {other}: not a methods-benchmark run ({exc})") from None
+    keys = ("dataset", "protocol", "retriever", "k", "seed", "users", "embedder", "model_arg")
+    differ = [k for k in keys if theirs.get(k) != str(getattr(args, k))]
+    if differ:
+        raise ConfigError(f"--versus {other}: another run setting ({', '.join(differ)}), so not the same users "
+                          "and candidates")
 
 
 def _z(x: np.ndarray) -> np.ndarray:
@@ -264,6 +302,15 @@ def markdown(rep: dict[str, Any]) -> str:
                      f"| {r['fused_ndcg@10']:.2f} (w={r['fusion_weight']:g}{alpha}) | {f['diff']:+.2f} "
                      f"[{f['ci95'][0]:+.2f}, {f['ci95'][1]:+.2f}] | {pos} | {r['latency_p50_s']:.2f} / "
                      f"{r['latency_p95_s']:.2f} | {r['prompt_tokens_mean']:.0f} | {r['fallbacks']} |")
+    for m, r in rep["methods"].items():
+        if "versus" in r:
+            v, a, f = r["versus"], r["versus"]["llm_alone_diff"], r["versus"]["fused_diff"]
+            lines += ["", f"{m} versus {rep['versus']} on the same users: "
+                      f"LLM alone {v['llm_alone_ndcg@10']:.2f} there, "
+                      f"this run − that one {a['diff']:+.2f} [{a['ci95'][0]:+.2f}, {a['ci95'][1]:+.2f}] "
+                      f"(p = {a['p']:.2f}, {a['wins']}↑ {a['losses']}↓); fused {v['fused_ndcg@10']:.2f} there "
+                      f"(w={v['fusion_weight']:g}), {f['diff']:+.2f} [{f['ci95'][0]:+.2f}, {f['ci95'][1]:+.2f}] "
+                      f"(p = {f['p']:.2f}, {f['wins']}↑ {f['losses']}↓)"]
     return "\n".join(lines) + "\n"
 
 
@@ -295,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--report", action="store_true", help="only write the report from what has finished")
+    p.add_argument("--versus", type=Path, default=None, metavar="DIR",
+                   help="an earlier run on the same users (another model or adapter): paired differences to it")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     args.retriever = args.retriever or ("hybrid" if args.protocol == "rerank" else "interest")
@@ -307,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ConfigError(f"unknown method(s) {', '.join(unknown)}; valid: {', '.join(METHODS)}")
+    if args.versus is not None:
+        check_same_users(args, args.versus)
     args.out.mkdir(parents=True, exist_ok=True)
     if (args.out / "reranks.jsonl").exists() and not (args.resume or args.report):
         raise ConfigError(f"{args.out} holds an earlier run: add --resume to continue it or --report")

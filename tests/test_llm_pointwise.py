@@ -302,6 +302,14 @@ def test_the_methods_benchmark_resumes_and_reports_the_same_users(tmp_path, monk
     assert lw["position_modal_share"] == 1.0 and lw["position_passes"] == 18  # always "A": pure position
     assert report["methods"]["pmi"]["pmi_alpha"] is not None
     assert "| pmi |" in (tmp_path / "report.md").read_text()
+    # A second run on the same users, paired with the first: the same fake model gives a zero difference.
+    second = [*args[:-3], "--out", str(tmp_path / "second"), "--no-progress", "--versus", str(tmp_path)]
+    assert bench.main(second) == 0
+    versus = json.loads((tmp_path / "second" / "report.json").read_text())["methods"]["pmi"]["versus"]
+    assert versus["llm_alone_diff"]["diff"] == 0.0 and versus["fused_diff"]["diff"] == 0.0
+    assert "versus" in (tmp_path / "second" / "report.md").read_text()
+    with pytest.raises(ConfigError, match="not the same users"):
+        bench.main([*second[:-1], str(tmp_path / "second"), "--users", "2"])
 
 
 def test_recommend_batch_equals_serial_recommend(catalog) -> None:  # type: ignore[no-untyped-def]
