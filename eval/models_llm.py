@@ -71,13 +71,13 @@ class LLMRerankModel(Recommender):
 
     def __init__(self, backend: str = "embedded", model: str | None = None, base_url: str | None = None,
                  method: str = "auto", fusion_weight: float | None = None,
-                 weights: str | Sequence[float] = DEFAULT_WEIGHTS, passes: int = 1, history_tokens: int = 400,
+                 weights: str | float | Sequence[float] = DEFAULT_WEIGHTS, passes: int = 1, history_tokens: int = 400,
                  cache_dir: str | None = None, base: str = "interest", embedder: str = "sentence-transformers",
                  seed: int = 0, chat_model: Any = None, progress: bool = False, cpu_format: str = "",
-                 calibrate: bool = False, pmi_alphas: str | Sequence[float] = DEFAULT_ALPHAS,
+                 calibrate: bool = False, pmi_alphas: str | float | Sequence[float] = DEFAULT_ALPHAS,
                  with_categories: bool = False, shift_summary: bool = False, shuffle_all: bool = False,
                  max_concurrency: int | None = None, timeout_s: float = 60.0, adapter: str = "") -> None:
-        grid = [float(w) for w in (weights.split(",") if isinstance(weights, str) else weights)]
+        grid = _numbers(weights, "weights")
         if not grid or any(not 0.0 <= w <= 1.0 for w in grid):
             raise ConfigError(f"fusion weights must be in [0, 1]: {weights!r}")
         self.grid = sorted(set(grid) | {0.0})
@@ -87,7 +87,7 @@ class LLMRerankModel(Recommender):
                                     timeout_s=float(timeout_s), adapter=Path(adapter) if adapter else None,
                                     cpu_format=cpu_format or None)  # type: ignore[arg-type]
         self.chat_model = chat_model
-        self.alphas = sorted({float(a) for a in (pmi_alphas.split(",") if isinstance(pmi_alphas, str) else pmi_alphas)})
+        self.alphas = sorted(set(_numbers(pmi_alphas, "pmi_alphas")))
         if not self.alphas:
             raise ConfigError(f"pmi_alphas must list at least one weight: {pmi_alphas!r}")
         self.pmi_alpha = 0.5 if 0.5 in self.alphas else self.alphas[0]
@@ -200,6 +200,15 @@ class LLMRerankModel(Recommender):
             for u, s in zip(need, filled, strict=True):
                 out[u] = np.asarray(s, dtype=np.float64)
         return [s if s is not None else np.zeros(len(c)) for s, c in zip(out, candidates, strict=True)]
+
+
+def _numbers(value: str | float | Sequence[float], what: str) -> list[float]:
+    """A grid given as "0,0.5,1", one number (`--model-arg llm-rerank.pmi_alphas=0.5` reads as 0.5) or a list."""
+    items = value.split(",") if isinstance(value, str) else [value] if isinstance(value, int | float) else value
+    try:
+        return [float(v) for v in items if not (isinstance(v, str) and not v.strip())]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be numbers, e.g. 0,0.5,1: got {value!r}") from None
 
 
 def llm_array(result: RerankResult, candidates: Sequence[str], alpha: float) -> np.ndarray:

@@ -277,6 +277,18 @@ def test_harness_max_concurrency_reaches_the_llm_model() -> None:
     assert _instance("llm-rerank", EvalConfig(model_kwargs={"llm-rerank": {"backend": "fake"}})).max_concurrency is None
 
 
+def test_llm_rerank_grids_take_one_number_a_list_or_text() -> None:
+    from eval.models import parse_model_args
+
+    # `--model-arg llm-rerank.pmi_alphas=0.5` arrives as the number 0.5 (values are read as JSON).
+    kwargs = parse_model_args(["llm-rerank.pmi_alphas=0.75", "llm-rerank.weights=0,0.5"])["llm-rerank"]
+    model = LLMRerankModel(backend="fake", cache_dir="", **kwargs)
+    assert model.alphas == [0.75] and model.pmi_alpha == 0.75 and model.grid == [0.0, 0.5]
+    assert LLMRerankModel(backend="fake", cache_dir="", pmi_alphas=[0, 1]).alphas == [0.0, 1.0]
+    with pytest.raises(ConfigError, match="pmi_alphas must be numbers"):
+        LLMRerankModel(backend="fake", cache_dir="", pmi_alphas="a,b")
+
+
 def test_the_methods_benchmark_resumes_and_reports_the_same_users(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import json
 
