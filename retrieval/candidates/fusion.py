@@ -19,6 +19,10 @@ import numpy as np
 from retrieval.candidates.base import Candidate, CandidateGenerator, Evidence, Histories, History
 from retrieval.errors import ConfigError
 
+# The search space of `tune_weights`: weights of the generators after the first, and RRF rank offsets.
+WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+RRF_KS = (1.0, 5.0, 10.0, 20.0, 60.0)
+
 
 def rrf_fuse(lists: Sequence[Sequence[Candidate]], weights: Sequence[float], k: int, rrf_k: float = 60.0,
              source: str = "fusion") -> list[Candidate]:
@@ -244,8 +248,7 @@ def fused_metric(per_generator: Sequence[Sequence[Sequence[Candidate]]], targets
 
 def tune_weights(per_generator: Sequence[Sequence[Sequence[Candidate]]], targets: Sequence[str],
                  metric: FusionMetric = "ndcg", k: int = 10,
-                 grid: Sequence[float] = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0),
-                 rrf_ks: Sequence[float] = (1.0, 5.0, 10.0, 20.0, 60.0)) -> FusionTuning:
+                 grid: Sequence[float] = WEIGHT_GRID, rrf_ks: Sequence[float] = RRF_KS) -> FusionTuning:
     """Grid-search RRF weights and rank offset that maximise a validation metric.
 
     The first generator's weight is fixed at 1 (only ratios matter); the others range over `grid`,

@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from retrieval import __version__
 from retrieval.candidates.base import CandidateGenerator, Histories
 from retrieval.candidates.fusion import FusionTuning
@@ -48,7 +50,7 @@ def choice_key(histories: Histories, index: VectorIndex, extra: Sequence[Candida
     h = hashlib.sha256()
     h.update(json.dumps([FORMAT, __version__, events_fingerprint(histories), index.embedder, index.ids,
                          dict(settings), parts], sort_keys=True, default=str).encode())
-    h.update(index.vectors.tobytes())
+    h.update(np.ascontiguousarray(index.vectors).data)
     return h.hexdigest()
 
 

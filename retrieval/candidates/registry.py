@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from retrieval.candidates.base import CandidateGenerator, Histories
-from retrieval.candidates.fusion import FusionGenerator, tune_on_holdout
+from retrieval.candidates.fusion import RRF_KS, WEIGHT_GRID, FusionGenerator, tune_on_holdout
 from retrieval.candidates.fusion_cache import choice_key, load_choice, save_choice
 from retrieval.candidates.interest import InterestRetriever
 from retrieval.candidates.knn import ItemKNN, KNNGenerator
@@ -78,12 +79,13 @@ def _hybrid(index: VectorIndex, histories: Histories, item_ids: Sequence[str],
         return [_knn(seen, item_ids), *extra, InterestRetriever(index, popularity=popularity), popularity]
 
     start = time.perf_counter()
-    key = choice_key(histories, index, extra, {"users": TUNING_USERS, "seed": 0, "knn": [KNN_NEIGHBOURS, KNN_HALF_LIFE],
-                                               "tune": "ndcg@10, default grids"})
+    tuning: dict[str, Any] = {"users": TUNING_USERS, "seed": 0, "depth": 100, "metric": "ndcg", "k": 10}
+    key = choice_key(histories, index, extra, {**tuning, "knn": [KNN_NEIGHBOURS, KNN_HALF_LIFE],
+                                               "grid": WEIGHT_GRID, "rrf_ks": RRF_KS})
     found = load_choice(key) if key is not None else None
     origin = "read from the stored choice" if found is not None else "chosen"
     if found is None:
-        found = tune_on_holdout(build, histories, users=TUNING_USERS)
+        found = tune_on_holdout(build, histories, **tuning)
         if found is not None and key is not None:
             save_choice(key, found)
     generators = build(histories)
