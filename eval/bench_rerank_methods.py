@@ -51,7 +51,7 @@ from eval.splits import leave_one_out
 from retrieval.candidates.base import Candidate
 from retrieval.data.datasets import cache_dir as user_cache_dir
 from retrieval.data.datasets import load_dataset
-from retrieval.errors import ConfigError
+from retrieval.errors import ConfigError, DriftrecError
 
 METHODS: dict[str, dict[str, Any]] = {
     "pmi": {"method": "pointwise"},
@@ -375,4 +375,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except DriftrecError as exc:  # bad arguments, a leaking adapter, missing data: one line, no traceback
+        raise SystemExit(f"bench_rerank_methods: error: {exc}") from None
