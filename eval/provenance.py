@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import shlex
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Any
 
 from retrieval.data.model import Dataset
 from retrieval.log import get_logger
+from retrieval.vectors.store import write_file_atomically
 
 log = get_logger(__name__)
 
@@ -268,10 +267,6 @@ def _read_cache(path: Path) -> dict[str, Any]:
 def _write_cache(path: Path, data: Mapping[str, Any]) -> None:
     """Write atomically; a cache that cannot be written only costs a re-hash next time."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".sha256-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh)
-        os.replace(tmp, path)
+        write_file_atomically(path, lambda fh: json.dump(data, fh))
     except OSError as exc:
         log.debug("file-hash cache %s not written: %s", path, exc)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval.vectors.store import write_file_atomically
+
 Saved = tuple[np.ndarray, list[list[str]], dict[str, float], dict[str, float]]
 
 
@@ -45,10 +47,6 @@ class RankStore:
     def save(self, name: str, key: str, ranks: np.ndarray, tops: list[list[str]],
              diagnostics: dict[str, float], timings: dict[str, float]) -> None:
         """Write one model's results atomically (a killed run never leaves a half-written file)."""
-        self.root.mkdir(parents=True, exist_ok=True)
         doc = {"ranks": [None if math.isinf(r) else float(r) for r in ranks.tolist()], "tops": tops,
                "diagnostics": diagnostics, "timings": timings}
-        path = self._path(name, key)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc), encoding="utf-8")
-        tmp.replace(path)
+        write_file_atomically(self._path(name, key), lambda f: json.dump(doc, f))

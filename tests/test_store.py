@@ -160,3 +160,18 @@ def test_a_corrupted_index_fails_at_once_without_retries(tmp_path: Path, monkeyp
     with pytest.raises(IndexStateError, match="checksum mismatch"):
         VectorIndex.load(target)
     assert sleeps == []
+
+
+def test_one_file_is_replaced_whole_with_an_ordinary_mode(tmp_path: Path) -> None:
+    path = tmp_path / "deeper" / "state.json"
+    assert store.write_file_atomically(path, lambda f: f.write("new")) == 3
+    assert path.read_text() == "new"
+    assert path.stat().st_mode & 0o777 == 0o666 & ~store._umask()
+
+    def broken(f: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.write_file_atomically(path, broken)
+    assert path.read_text() == "new"
+    assert [p.name for p in path.parent.iterdir()] == ["state.json"]

@@ -5,8 +5,6 @@ turns; saved to and resumed from a JSON file so a CLI or web front end can conti
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agent.chat.request import Constraints
 from agent.types import Explanation, Recommendation
 from retrieval.errors import ConfigError
+from retrieval.vectors.store import write_file_atomically
 
 SESSION_FORMAT = "driftrec-chat-session/1"
 MAX_TURNS_KEPT = 200
@@ -71,17 +70,9 @@ class ChatSession(BaseModel):
         """
         path = Path(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            write_file_atomically(path, lambda f: f.write(self.model_dump_json(indent=1)))
         except OSError as exc:
             raise ConfigError(f"cannot save chat session to {path}: {exc}") from None
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.model_dump_json(indent=1))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return path
 
     @classmethod

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Literal, get_args
@@ -34,6 +32,7 @@ from driftrec.cli.options import (
 from retrieval.candidates.base import Candidate, CandidateGenerator
 from retrieval.data.model import Dataset
 from retrieval.errors import ConfigError, DataError, UnknownUserError
+from retrieval.vectors.store import write_file_atomically
 
 Format = Literal["csv", "jsonl", "trec"]
 FORMATS: tuple[Format, ...] = get_args(Format)
@@ -225,21 +224,6 @@ def write_atomic(out: Path, write: Callable[[IO[str]], int]) -> int:
     if out.is_dir():
         raise ConfigError(f"--out {out} is a directory: give a file name")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        return write_file_atomically(out, write, newline="")
     except OSError as exc:
         raise ConfigError(f"--out {out}: cannot write there ({exc.strerror or exc}); give a writable path") from None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the export gets an ordinary file's mode
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            n = write(f)
-        os.replace(tmp, out)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise ConfigError(f"--out {out}: writing failed ({exc.strerror or exc}); check the disk and path") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return n

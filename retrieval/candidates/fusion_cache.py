@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from retrieval.data.datasets import cache_dir
 from retrieval.log import get_logger
 from retrieval.vectors.fingerprint import events_fingerprint
 from retrieval.vectors.index import VectorIndex
+from retrieval.vectors.store import write_file_atomically
 
 FORMAT = "driftrec-fusion-choice/1"
 log = get_logger(__name__)
@@ -81,11 +80,7 @@ def save_choice(key: str, tuning: FusionTuning, root: Path | None = None) -> Pat
     doc = {"format": FORMAT, "key": key, "weights": list(tuning.weights), "rrf_k": tuning.rrf_k,
            "metric": tuning.metric, "value": tuning.value, "n_users": tuning.n_users}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-fusion-")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f)
-        os.replace(tmp, path)
+        write_file_atomically(path, lambda f: json.dump(doc, f))
     except OSError as exc:
         log.warning("could not store the fusion choice in %s (%s)", path, exc)
         return None

@@ -34,6 +34,39 @@ def sha256_file(path: Path) -> str:
         return _sha256_handle(fh)
 
 
+def write_file_atomically(path: str | Path, write: Callable[[IO[str]], T], newline: str | None = None) -> T:
+    """Write one text file so that readers see the old file or the new one, never half of one.
+
+    `write` fills a temporary file beside `path` (missing parents are created), which is then renamed
+    over `path` and given an ordinary file's mode (0666 less the umask). On any error, Ctrl-C included,
+    the temporary file is removed and `path` is left as it was; the error propagates (OSError for the
+    file system), so each caller decides whether a failed write is fatal or only a cache miss.
+
+    Returns:
+        What `write` returns.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600
+            result = write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return result
+
+
+@functools.cache
+def _umask() -> int:
+    """The process umask, read once (reading it means setting it, which is not thread-safe to repeat)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(directory: str | Path, prefix: str, write: Callable[[Path], None],
                      manifest: Mapping[str, Any], files: Sequence[str]) -> Path:
     """Write a directory in a temp dir beside it, then swap it in, so readers never see half of it.
