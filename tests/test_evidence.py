@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -12,8 +14,14 @@ from agent.agent import AgentConfig, RecommenderAgent
 from agent.evidence import cited_items, item_evidence
 from agent.explain import Explainer
 from retrieval.candidates.attention import InterestConfig
-from retrieval.candidates.base import Candidate, CandidateGenerator, Evidence
-from retrieval.candidates.counterfactual import MOST_CITED, rank_among_unseen, verified_citations
+from retrieval.candidates.base import Candidate, CandidateGenerator, Evidence, History
+from retrieval.candidates.counterfactual import (
+    GREEDY_POOL,
+    MOST_CITED,
+    Citation,
+    rank_among_unseen,
+    verified_citations,
+)
 from retrieval.candidates.fusion import FusionGenerator
 from retrieval.candidates.interest import InterestRetriever
 from retrieval.candidates.knn import ItemKNN, KNNGenerator
@@ -162,7 +170,7 @@ def test_hybrid_evidence_flows_into_recommendations_and_explanations() -> None:
     assert plain.items == rec.items and plain.evidence == ((),) * 5 and plain.diagnostics.evidence_s == 0
 
 
-def _rank_without(gen: CandidateGenerator, history: list[Event], item: str, seen: set[str],
+def _rank_without(gen: CandidateGenerator, history: History, item: str, seen: set[str],
                   removed: tuple[str, ...]) -> int | None:
     """The item's rank among unseen items once `removed` are taken out of the history."""
     left = [ev for ev in history if ev.item not in set(removed)]
@@ -178,23 +186,50 @@ def test_verified_citations_are_the_shortest_evidence_prefix_that_takes_the_item
     k = 5
     tops = gen.with_evidence(histories, gen.generate_batch(histories, k))
     found = verified_citations(gen, histories, tops, k)
-    checked = 0
+    kinds: Counter[str] = Counter()
     for history, top, cites in zip(histories, tops, found, strict=True):
         seen = {ev.item for ev in history}
         for cand, cite in zip(top, cites, strict=True):
             order = cited_items(cand.evidence, MOST_CITED)
             rank_without = partial(_rank_without, gen, history, cand.item_id, seen)
-            if cite.verified:  # removing the cited items takes it out; one fewer does not
-                checked += 1
-                assert cite.items == order[:len(cite.items)]
+            prefix_works = [(r := rank_without(order[:n])) is None or r > k for n in range(1, len(order) + 1)]
+            if cite.verified:  # removing the cited items takes it out
                 gone = rank_without(cite.items)
                 assert gone is None or gone > k
-                kept = rank_without(cite.items[:-1])
-                assert kept is not None and kept <= k
-            else:  # no prefix of up to MOST_CITED items does: the 3 largest, flagged
-                assert cite.items == order[:3]
-                assert all((r := rank_without(order[:n])) is not None and r <= k for n in range(1, len(order) + 1))
-    assert checked > 0
+            if cite.verified and cite.items == order[:len(cite.items)]:  # the shortest prefix that does
+                kinds["prefix"] += 1
+                assert prefix_works.index(True) == len(cite.items) - 1
+            elif cite.verified:  # no prefix does; a greedy set of the largest contributors
+                kinds["greedy"] += 1
+                assert not any(prefix_works) and len(cite.items) <= MOST_CITED
+                assert set(cite.items) <= set(cited_items(cand.evidence, GREEDY_POOL))
+            else:  # neither search found a set: the 3 largest, flagged
+                kinds["unverified"] += 1
+                assert cite.items == order[:3] and not any(prefix_works)
+    assert kinds["prefix"] > 0, kinds
+
+
+def test_the_greedy_search_finds_a_pair_no_prefix_of_the_attribution_does() -> None:
+    """Two history items each hold the item up alone; the attribution ranks a weaker third between them."""
+
+    class Redundant(CandidateGenerator):
+        def generate_batch(self, histories: Sequence[History], k: int) -> list[list[Candidate]]:
+            out = []
+            for history in histories:
+                items = {ev.item for ev in history}
+                scores = {"t": 3.0 * bool(items & {"a", "b"}) + 0.5 * ("c" in items), "x": 1.0, "y": 0.9}
+                out.append([Candidate(i, s, "toy") for i, s in sorted(scores.items(), key=lambda t: -t[1])][:k])
+            return out
+
+    history = [Event(user="u", item=i, timestamp=T0 + timedelta(days=n)) for n, i in enumerate("abc")]
+    top = [Candidate("t", 3.5, "toy", evidence=tuple(Evidence(i, w, "toy", "co_occurrence")
+                                                     for i, w in (("a", 3.0), ("c", 2.0), ("b", 1.0))))]
+    # The prefixes {a} and {a, c} leave b holding it up (3.5, 3.0 > 1.0); greedily, removing a (all
+    # single removals tie at rank 1, a is the largest) and then b takes it to 0.5, out of the top 2.
+    [[cite]] = verified_citations(Redundant(), [history], [top], k=2, most=2)
+    assert cite == Citation(("a", "b"), True)
+    [[cite]] = verified_citations(Redundant(), [history], [top], k=2, most=2, pool=1)
+    assert cite == Citation(("a", "c"), False)  # no greedy search: the largest contributors, unverified
 
 
 def test_items_without_score_evidence_cite_shared_categories_as_such() -> None:

@@ -5,16 +5,22 @@ measures each history item's part in the score, but a popular item is often held
 items at once, so removing the three largest contributors may leave it in the list. Here the cited
 set grows along the evidence order (largest contribution first, `cited_items`) until removing it from
 the history and asking the same generator again pushes the item out of the top k: the smallest such
-prefix is cited, and the citation is *verified*. When no prefix of up to `most` items does, the first
-`fallback` items are cited, unverified. This is the counterfactual explanation of PRINCE (Ghazimatin et
-al., WSDM 2020), searched greedily along the model's own attribution.
+prefix is cited, and the citation is *verified*. This is the counterfactual explanation of PRINCE
+(Ghazimatin et al., WSDM 2020), searched along the model's own attribution.
 
-Cost: at most `most` extra `generate_batch` calls per batch of users, each over the items not yet
-verified (one shortened history per item).
+Contributions measured one item at a time miss interactions (two neighbours that each hold the item
+up alone), so an item that no prefix takes out gets a second, greedy search over its `pool` largest
+contributors: each step removes the contributor whose removal (with those already chosen) moves the
+item furthest down, until it leaves the top k or `most` items are chosen. When neither search finds
+a set, the first `fallback` items are cited, unverified.
+
+Cost: at most `most` `generate_batch` calls per batch of users over the items not yet verified (one
+shortened history per item), then at most `most` more over `pool` histories per item left.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +28,9 @@ from retrieval.candidates.base import Candidate, CandidateGenerator, History, ci
 
 # Most items a verified citation may name; an explanation naming more would not be read.
 MOST_CITED = 5
+# Largest contributors the greedy search chooses from, and how deep it reads the re-scored lists.
+GREEDY_POOL = 10
+GREEDY_DEPTH = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +60,7 @@ def rank_among_unseen(candidates: Sequence[Candidate], item_id: str, seen: set[s
 
 def verified_citations(generator: CandidateGenerator, histories: Sequence[History],
                        candidates: Sequence[Sequence[Candidate]], k: int, most: int = MOST_CITED,
-                       fallback: int = 3) -> list[list[Citation]]:
+                       fallback: int = 3, pool: int = GREEDY_POOL) -> list[list[Citation]]:
     """Per user and candidate (with its evidence attached), the citation an explanation should make.
 
     Args:
@@ -61,6 +70,7 @@ def verified_citations(generator: CandidateGenerator, histories: Sequence[Histor
         k: the list length an item must fall out of.
         most: largest cited set tried.
         fallback: items cited (unverified) when no set of up to `most` items takes the item out.
+        pool: largest contributors the greedy search (items no prefix takes out) chooses from.
 
     Returns:
         len(histories) lists with one `Citation` per candidate, same order. A candidate without
@@ -84,5 +94,37 @@ def verified_citations(generator: CandidateGenerator, histories: Sequence[Histor
             rank = rank_among_unseen(cands, candidates[u][j].item_id, seen)
             if rank is None or rank > k:
                 found[(u, j)] = Citation(orders[u][j][:size], True)
+    left = [(u, j) for u, order in enumerate(orders) for j in range(len(order)) if (u, j) not in found]
+    found.update(_greedy(generator, histories, candidates, left, k, most, pool))
     return [[found.get((u, j), Citation(items[:fallback], False)) for j, items in enumerate(order)]
             for u, order in enumerate(orders)]
+
+
+def _greedy(generator: CandidateGenerator, histories: Sequence[History], candidates: Sequence[Sequence[Candidate]],
+            jobs: Sequence[tuple[int, int]], k: int, most: int, pool: int) -> dict[tuple[int, int], Citation]:
+    """Verified citations for (user, candidate) jobs, grown greedily by the largest rank drop."""
+    pools = {job: cited_items(candidates[job[0]][job[1]].evidence, pool) for job in jobs}
+    chosen: dict[tuple[int, int], list[str]] = {job: [] for job in jobs}
+    active = [job for job in jobs if len(pools[job]) > 1]  # one contributor: the prefix search tried it
+    found: dict[tuple[int, int], Citation] = {}
+    for _ in range(most):
+        trials = [(job, item) for job in active for item in pools[job] if item not in chosen[job]]
+        if not trials:
+            break
+        shortened = []
+        for (u, j), item in trials:
+            removed = {*chosen[(u, j)], item}
+            shortened.append([ev for ev in histories[u] if ev.item not in removed])
+        again = generator.generate_batch(shortened, GREEDY_DEPTH)
+        best: dict[tuple[int, int], tuple[float, str]] = {}
+        for ((u, j), item), cands in zip(trials, again, strict=True):
+            rank = rank_among_unseen(cands, candidates[u][j].item_id, {ev.item for ev in histories[u]})
+            new_rank = math.inf if rank is None else float(rank)
+            if (u, j) not in best or new_rank > best[(u, j)][0]:  # ties: the larger contribution
+                best[(u, j)] = (new_rank, item)
+        for job, (worst, item) in best.items():  # a job whose pool is used up has no trial and stops
+            chosen[job].append(item)
+            if worst > k:
+                found[job] = Citation(tuple(chosen[job]), True)
+        active = [job for job in best if job not in found]
+    return found
