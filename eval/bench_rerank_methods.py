@@ -62,6 +62,10 @@ METHODS: dict[str, dict[str, Any]] = {
 }
 
 
+# The agent's untuned settings (listwise "auto" or pointwise, fused at w = 0.5): what a user gets by default.
+AGENT_DEFAULT = RerankConfig()
+
+
 def _result_record(method: str, index: int, user: str, stage: str, r: Any) -> dict[str, Any]:
     return {"method": method, "i": index, "user": user, "stage": stage, "used": r.method, "fallback": r.fallback,
             "llm_scores": r.llm_scores, "llm_parts": {k: list(v) for k, v in r.llm_parts.items()},
@@ -200,8 +204,9 @@ def report(args: argparse.Namespace, data: dict[str, Any], methods: Sequence[str
     out["retriever_ndcg@10"] = 100 * float(base_test.mean())
     out["popularity_ndcg@10"] = 100 * float(ndcgs("test", [data["pop"]["test"][j] for j in users]).mean())
 
-    def evaluate(stored: dict[str, list[_Stored]]) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-        """w and alpha tuned on validation; per-user test NDCG@10 of the LLM alone and of the fusion."""
+    def evaluate(stored: dict[str, list[_Stored]]) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
+        """w and alpha tuned on validation; per-user test NDCG@10 of the LLM alone, of the tuned fusion and
+        of the fusion at the agent's untuned defaults (`RerankConfig().fusion_weight`, `.pmi_alpha`)."""
         pointwise = any(x.llm_parts for x in stored["test"])
         alphas = DEFAULT_ALPHAS if pointwise else (0.5,)
 
@@ -224,13 +229,15 @@ def report(args: argparse.Namespace, data: dict[str, Any], methods: Sequence[str
         fused = ndcgs("test", [_fuse(r, s, w) for r, s in zip(retr["test"], llm("test", a), strict=True)])
         alone = ndcgs("test", [_fuse(r, s, 1.0) for r, s in zip(retr["test"], llm("test", best_alone[1]),
                                                                  strict=True)])
+        default = ndcgs("test", [_fuse(r, s, AGENT_DEFAULT.fusion_weight) for r, s in
+                                 zip(retr["test"], llm("test", AGENT_DEFAULT.pmi_alpha), strict=True)])
         chosen = {"fusion_weight": w, "pmi_alpha": a if pointwise else None,
                   "llm_alone_pmi_alpha": best_alone[1] if pointwise else None}
-        return chosen, alone, fused
+        return chosen, alone, fused, default
 
     for m in methods:
         stored = {s: [_Stored(recs[(m, i, s)]) for i in users] for s in idx}
-        chosen, alone, fused = evaluate(stored)
+        chosen, alone, fused, default = evaluate(stored)
         recs_all = [x.rec for s in idx for x in stored[s]]
         lat = np.array([r["latency_s"] for r in recs_all])
         row: dict[str, Any] = {
@@ -238,6 +245,8 @@ def report(args: argparse.Namespace, data: dict[str, Any], methods: Sequence[str
             "llm_alone_ndcg@10": 100 * float(alone.mean()), "fused_ndcg@10": 100 * float(fused.mean()),
             "llm_alone_vs_retriever": _paired(alone, base_test, args.seed),
             "fused_vs_retriever": _paired(fused, base_test, args.seed),
+            "default_fusion_weight": AGENT_DEFAULT.fusion_weight, "default_fused_ndcg@10": 100 * float(default.mean()),
+            "default_fused_vs_retriever": _paired(default, base_test, args.seed),
             "latency_p50_s": float(np.percentile(lat, 50)), "latency_p95_s": float(np.percentile(lat, 95)),
             "prompt_tokens_mean": float(np.mean([r["prompt_tokens"] for r in recs_all])),
             "fallbacks": int(sum(r["fallback"] for r in recs_all)), "reranks": len(recs_all),
@@ -246,7 +255,7 @@ def report(args: argparse.Namespace, data: dict[str, Any], methods: Sequence[str
                                  shuffled_first=bool(METHODS[m].get("shuffle_all"))),
         }
         if args.versus is not None:
-            theirs, their_alone, their_fused = evaluate({s: [_Stored(other[(m, i, s)]) for i in users] for s in idx})
+            theirs, their_alone, their_fused, _ = evaluate({s: [_Stored(other[(m, i, s)]) for i in users] for s in idx})
             row["versus"] = {**theirs, "llm_alone_ndcg@10": 100 * float(their_alone.mean()),
                              "fused_ndcg@10": 100 * float(their_fused.mean()),
                              "llm_alone_diff": _paired(alone, their_alone, args.seed),
@@ -282,6 +291,15 @@ def _paired(a: np.ndarray, b: np.ndarray, seed: int) -> dict[str, Any]:
     return {"diff": c.diff, "ci95": list(c.ci95), "p": c.p_value, "wins": c.wins, "losses": c.losses}
 
 
+def _default_cells(row: dict[str, Any]) -> str:
+    """'NDCG (w=…) | Δ [CI]' of the agent's default fusion; '– | –' in reports written before it was measured."""
+    if "default_fused_vs_retriever" not in row:
+        return "– | –"
+    d = row["default_fused_vs_retriever"]
+    return (f"{row['default_fused_ndcg@10']:.2f} (w={row['default_fusion_weight']:g}) | {d['diff']:+.2f} "
+            f"[{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]")
+
+
 def markdown(rep: dict[str, Any]) -> str:
     """The report as a Markdown table (NDCG@10 ×100)."""
     nan = float("nan")
@@ -290,8 +308,9 @@ def markdown(rep: dict[str, Any]) -> str:
              f"{rep.get('retriever_ndcg@10', nan):.2f}, popularity {rep.get('popularity_ndcg@10', nan):.2f}",
              "",
              "| method | LLM alone | Δ vs retriever [95% CI] | fused (w, α) | Δ vs retriever [95% CI] | "
+             "agent default (untuned w) | Δ vs retriever [95% CI] | "
              "position modal share | p50 / p95 s | prompt tokens | fallbacks |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for m, r in rep["methods"].items():
         a, f = r["llm_alone_vs_retriever"], r["fused_vs_retriever"]
         alpha = f", α={r['pmi_alpha']:g}" if r["pmi_alpha"] is not None else ""
@@ -300,8 +319,9 @@ def markdown(rep: dict[str, Any]) -> str:
         lines.append(f"| {m} | {r['llm_alone_ndcg@10']:.2f} | {a['diff']:+.2f} "
                      f"[{a['ci95'][0]:+.2f}, {a['ci95'][1]:+.2f}] "
                      f"| {r['fused_ndcg@10']:.2f} (w={r['fusion_weight']:g}{alpha}) | {f['diff']:+.2f} "
-                     f"[{f['ci95'][0]:+.2f}, {f['ci95'][1]:+.2f}] | {pos} | {r['latency_p50_s']:.2f} / "
-                     f"{r['latency_p95_s']:.2f} | {r['prompt_tokens_mean']:.0f} | {r['fallbacks']} |")
+                     f"[{f['ci95'][0]:+.2f}, {f['ci95'][1]:+.2f}] | {_default_cells(r)} | {pos} | "
+                     f"{r['latency_p50_s']:.2f} / {r['latency_p95_s']:.2f} | {r['prompt_tokens_mean']:.0f} | "
+                     f"{r['fallbacks']} |")
     for m, r in rep["methods"].items():
         if "versus" in r:
             v, a, f = r["versus"], r["versus"]["llm_alone_diff"], r["versus"]["fused_diff"]

@@ -4,12 +4,13 @@
     python -m eval.faithfulness --data ml-100k --users 500 --seq-model DIR       # hybrid + sequential model
 
 For each seeded user (full history, as `driftrec recommend` sees it) the generator's top-k items are
-taken (no LLM rerank). For each item, three sets of history items of the same size are compared:
+taken (no LLM rerank). For each item, four sets of history items are compared (the last two as large as the evidence):
 
-- "evidence": what the explanation cites, as the agent chooses it by default: the fewest of the
-  generator's largest contributions whose removal takes the item out of the top k, verified by asking
-  the generator again (`retrieval.candidates.counterfactual.verified_citations`, up to 5 items); when
-  no such set exists, the 3 largest;
+- "evidence": what the explanation cites, as the agent chooses it by default: the shortest prefix of
+  the generator's largest contributions whose removal takes the item out of the top k, else a greedy
+  set of its 10 largest, verified by asking the generator again
+  (`retrieval.candidates.counterfactual.verified_citations`, up to 5 items); when neither exists, the
+  3 largest;
 - "attribution": the 3 largest contributions, unverified (`AgentConfig(verify_citations=False)`);
 - "similarity": the previous choice, the history items closest to the item by embedding similarity plus
   shared categories (`similarity_evidence`, kept here for the comparison only);

@@ -314,6 +314,10 @@ def test_the_methods_benchmark_resumes_and_reports_the_same_users(tmp_path, monk
     assert lw["position_modal_share"] == 1.0 and lw["position_passes"] == 18  # always "A": pure position
     assert report["methods"]["pmi"]["pmi_alpha"] is not None
     assert "| pmi |" in (tmp_path / "report.md").read_text()
+    # What a user gets untuned: the agent's default fusion weight, compared with the retriever too.
+    pmi = report["methods"]["pmi"]
+    assert pmi["default_fusion_weight"] == bench.RerankConfig().fusion_weight
+    assert 0 <= pmi["default_fused_ndcg@10"] <= 100 and "ci95" in pmi["default_fused_vs_retriever"]
     # A second run on the same users, paired with the first: the same fake model gives a zero difference.
     second = [*args[:-3], "--out", str(tmp_path / "second"), "--no-progress", "--versus", str(tmp_path)]
     assert bench.main(second) == 0
