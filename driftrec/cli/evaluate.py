@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.limits import MAX_K, check_count
-from driftrec.cli.options import check_out_path
+from driftrec.cli.options import DATASET_HELP, check_out_path
 from retrieval.errors import ConfigError
 from retrieval.log import get_logger
 from retrieval.vectors.embed import EMBEDDERS
@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     """Add the `eval` subcommand."""
     p = sub.add_parser("eval", help="evaluate models offline (full / llmrank / rerank protocols)")
     p.add_argument("--dataset", "--data", dest="dataset", default="ml-100k", metavar="NAME_OR_PATH",
-                   help="'ml-100k', 'games' (LLMRank Games, its own split) or a directory load_dataset accepts")
+                   help=DATASET_HELP)
     p.add_argument("--protocol", choices=("full", "llmrank", "rerank"), default="full",
                    help="full ranking of unseen items; LLMRank's 20 sampled candidates; retriever top-K rerank")
     p.add_argument("--models", default="random,popularity,itemknn,interest",

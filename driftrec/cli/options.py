@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 # Skipped rows listed on stderr; --skipped-rows FILE has every one.
 SHOWN_SKIPPED = 20
+# The names `load_dataset` knows (retrieval.data.datasets.KNOWN), for commands that take a dataset.
+DATASET_HELP = "'ml-100k', 'games', 'movietweetings', 'ml10m-tags' or a directory of supported files"
 
 
 def data_options(p: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from agent.limits import check_count
-from driftrec.cli.options import check_out_path
+from driftrec.cli.options import DATASET_HELP, check_out_path
 from retrieval.errors import ConfigError
 from retrieval.vectors.embed import EMBEDDERS
 
@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     """Add the `train` subcommand."""
     p = subparsers.add_parser("train", help="train the sequential (SASRec-style) model and save it")
     p.add_argument("--dataset", "--data", dest="dataset", default="ml-100k", metavar="NAME_OR_PATH",
-                   help="'ml-100k', 'games' or a dataset directory")
+                   help=DATASET_HELP)
     p.add_argument("--out", required=True, type=Path, help="model directory to write (atomic replace)")
     p.add_argument("--embedder", default="sentence-transformers", choices=EMBEDDERS.names(),
                    help="text embedder for the item text vectors")

@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from driftrec.cli.options import tuning_data
+from driftrec.cli.options import DATASET_HELP, tuning_data
 from retrieval.errors import ConfigError
 from retrieval.vectors.tune import TuneConfig
 
@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = sub.add_parser("tune-embedder",
                        help="fine-tune the text embedder so items land near the items that follow them")
     p.add_argument("--data", "--dataset", dest="data", default="ml-100k", metavar="NAME_OR_PATH",
-                   help="'ml-100k', 'games' or a dataset directory")
+                   help=DATASET_HELP)
     p.add_argument("--out", required=True, type=Path, help="model directory to write (atomic replace)")
     p.add_argument("--base-model", default=None, metavar="NAME_OR_DIR",
                    help="sentence-transformers model to start from (default: packaged all-MiniLM-L6-v2)")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from agent.tuning.examples import OBJECTIVES
 from agent.tuning.train import RankerTuneConfig
-from driftrec.cli.options import tuning_data
+from driftrec.cli.options import DATASET_HELP, tuning_data
 
 D = RankerTuneConfig()  # the defaults shown in --help are the library's
 
@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     """Add the `tune-ranker` subcommand."""
     p = sub.add_parser("tune-ranker", help="fine-tune the LLM ranker (LoRA) on the training split")
     p.add_argument("--data", "--dataset", dest="data", default="ml-100k", metavar="NAME_OR_PATH",
-                   help="'ml-100k', 'games' or a dataset directory")
+                   help=DATASET_HELP)
     p.add_argument("--out", required=True, type=Path, help="adapter directory to write (atomic replace)")
     p.add_argument("--base", default=None, metavar="NAME_OR_DIR",
                    help="packaged model name (converted once to HF weights) or a HF model directory "
