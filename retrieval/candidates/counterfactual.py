@@ -77,6 +77,7 @@ def verified_citations(generator: CandidateGenerator, histories: Sequence[Histor
         score evidence gets an empty, unverified citation.
     """
     orders = [[cited_items(c.evidence, most) for c in cands] for cands in candidates]
+    seen = [{ev.item for ev in history} for history in histories]
     found: dict[tuple[int, int], Citation] = {}
     for size in range(1, most + 1):
         jobs = [(u, j) for u, order in enumerate(orders) for j, items in enumerate(order)
@@ -90,18 +91,18 @@ def verified_citations(generator: CandidateGenerator, histories: Sequence[Histor
         # Removed items are unseen again and may come back; ask for room so k unseen items remain.
         again = generator.generate_batch(shortened, k + size)
         for (u, j), cands in zip(jobs, again, strict=True):
-            seen = {ev.item for ev in histories[u]}
-            rank = rank_among_unseen(cands, candidates[u][j].item_id, seen)
+            rank = rank_among_unseen(cands, candidates[u][j].item_id, seen[u])
             if rank is None or rank > k:
                 found[(u, j)] = Citation(orders[u][j][:size], True)
     left = [(u, j) for u, order in enumerate(orders) for j in range(len(order)) if (u, j) not in found]
-    found.update(_greedy(generator, histories, candidates, left, k, most, pool))
+    found.update(_greedy(generator, histories, seen, candidates, left, k, most, pool))
     return [[found.get((u, j), Citation(items[:fallback], False)) for j, items in enumerate(order)]
             for u, order in enumerate(orders)]
 
 
-def _greedy(generator: CandidateGenerator, histories: Sequence[History], candidates: Sequence[Sequence[Candidate]],
-            jobs: Sequence[tuple[int, int]], k: int, most: int, pool: int) -> dict[tuple[int, int], Citation]:
+def _greedy(generator: CandidateGenerator, histories: Sequence[History], seen: Sequence[set[str]],
+            candidates: Sequence[Sequence[Candidate]], jobs: Sequence[tuple[int, int]], k: int, most: int,
+            pool: int) -> dict[tuple[int, int], Citation]:
     """Verified citations for (user, candidate) jobs, grown greedily by the largest rank drop."""
     pools = {job: cited_items(candidates[job[0]][job[1]].evidence, pool) for job in jobs}
     chosen: dict[tuple[int, int], list[str]] = {job: [] for job in jobs}
@@ -118,7 +119,7 @@ def _greedy(generator: CandidateGenerator, histories: Sequence[History], candida
         again = generator.generate_batch(shortened, GREEDY_DEPTH)
         best: dict[tuple[int, int], tuple[float, str]] = {}
         for ((u, j), item), cands in zip(trials, again, strict=True):
-            rank = rank_among_unseen(cands, candidates[u][j].item_id, {ev.item for ev in histories[u]})
+            rank = rank_among_unseen(cands, candidates[u][j].item_id, seen[u])
             new_rank = math.inf if rank is None else float(rank)
             if (u, j) not in best or new_rank > best[(u, j)][0]:  # ties: the larger contribution
                 best[(u, j)] = (new_rank, item)
