@@ -194,16 +194,17 @@ def test_harness_hybrid_chooses_half_life_and_fusion_on_validation(shift_dataset
     split = leave_one_out(shift_dataset)
     val = split.validation
     validation = ValidationData(val.users, val.inputs, val.target_items, None)
-    model = make_model("hybrid", embedder="hashing", sequential=False)
+    model = make_model("hybrid", embedder="hashing", sequential=False, ease_l2s=[1.0, 50.0])
     assert isinstance(model, HybridModel)
     model.fit(TrainData(shift_dataset.catalog, split.train, shift_dataset.catalog.ids)).tune(validation)
     per = [g.generate_batch(val.inputs, model.depth) for g in model.generators()]
     found = tune_weights(per, val.target_items)
     diag = model.diagnostics()
-    assert model.names == ("itemknn", "interest", "popularity")
+    assert model.names == ("itemknn", "interest", "popularity", "ease")
     assert (model.weights, model.rrf_k) == (found.weights, found.rrf_k)
     assert diag["rrf_k"] == found.rrf_k and diag["val_ndcg@10_fusion"] == pytest.approx(found.value, abs=1e-5)
     assert diag["half_life_events"] in [h or 0.0 for h in model.knn_model.half_lives]
+    assert diag["ease_l2"] in (1.0, 50.0) and "ease_validation_ndcg@10" in diag
     assert diag["val_ndcg@10_fusion"] >= diag["val_ndcg@10_itemknn"]  # item-kNN alone is in the grid
     # The harness ranks ties pessimistically, the tuner in rrf_fuse's order: never better than tuned.
     assert validation_metric(model, validation) <= found.value + 1e-9

@@ -9,12 +9,16 @@ recency-weighted sum of its items' similarities to i. `KNNGenerator` turns it in
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from retrieval.candidates.base import Candidate, CandidateGenerator, Evidence, Histories, History, top_evidence
 from retrieval.data.model import Event
 from retrieval.errors import ConfigError, MissingDependencyError, UnknownItemError
+
+if TYPE_CHECKING:
+    from retrieval.candidates.ease import EASE
 
 
 def _sparse():  # type: ignore[no-untyped-def]
@@ -79,10 +83,7 @@ class ItemKNN:
     def weights(self, events: Sequence[Event]) -> tuple[np.ndarray, np.ndarray]:
         """Columns and recency weights of one history: ((n,), (n,)); repeated items add up."""
         cols = np.fromiter((self._col(ev.item) for ev in events), dtype=np.int64, count=len(events))
-        if self.half_life is None:
-            return cols, np.ones(len(cols), dtype=np.float32)
-        age = np.arange(len(cols) - 1, -1, -1, dtype=np.float32)
-        return cols, np.power(0.5, age / self.half_life).astype(np.float32)
+        return cols, recency_weights(len(cols), self.half_life)
 
     def score_sequences(self, sequences: Sequence[Sequence[Event]]) -> np.ndarray:
         """Scores of every item for each history.
@@ -130,6 +131,17 @@ class ItemKNN:
         return f"<ItemKNN {len(self.item_ids):,} items, {self.similarity.nnz:,} similarities>"
 
 
+def recency_weights(count: int, half_life: float | None) -> np.ndarray:
+    """Weights of a history's `count` events, oldest first: the newest weighs 1, one `half_life` older 0.5.
+
+    None = all events weigh 1.
+    """
+    if half_life is None:
+        return np.ones(count, dtype=np.float32)
+    age = np.arange(count - 1, -1, -1, dtype=np.float32)
+    return np.power(0.5, age / half_life).astype(np.float32)
+
+
 def _prune_rows(sim, neighbours: int | None):  # type: ignore[no-untyped-def]
     """Keep each row's `neighbours` largest entries of a CSR matrix."""
     if neighbours is None:
@@ -150,12 +162,14 @@ class KNNGenerator(CandidateGenerator):
     """Item-kNN candidates: top-k unseen items with a positive `ItemKNN` score (fewer when few co-occur).
 
     Args:
-        knn: a fitted ItemKNN; each history passed to `generate_batch` is scored (its items dropped as seen).
+        knn: a fitted ItemKNN (or `retrieval.candidates.ease.EASE`: the same `score_sequences`, `terms`,
+            `column` and `item_ids`); each history passed to `generate_batch` is scored (its items
+            dropped as seen).
     """
 
     name = "itemknn"
 
-    def __init__(self, knn: ItemKNN) -> None:
+    def __init__(self, knn: ItemKNN | EASE) -> None:
         self.knn = knn
 
     def generate_batch(self, histories: Sequence[History], k: int) -> list[list[Candidate]]:
