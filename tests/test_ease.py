@@ -95,3 +95,16 @@ def test_harness_ease_chooses_l2_and_half_life_on_validation() -> None:
     assert (model.ease.l2, model.ease.half_life) == (model.l2, model.half_life)
     assert validation_metric(model, validation) == pytest.approx(best)  # the chosen setting is the one in use
     assert model.diagnostics()["validation_ndcg@10"] == best
+
+
+def test_registry_builds_ease_for_the_agent() -> None:
+    from retrieval.candidates.registry import EASE_HALF_LIFE, EASE_L2, make_generator
+    from retrieval.vectors.build import build_index
+    from retrieval.vectors.embed import HashingEmbedder
+
+    ds = planted_shift_dataset(n_users=8)
+    gen = make_generator("ease", build_index(ds.catalog, HashingEmbedder()), ds.histories, ds.catalog.ids)
+    assert isinstance(gen, EASEGenerator)
+    assert (gen.knn.l2, gen.knn.half_life) == (EASE_L2, EASE_HALF_LIFE)
+    [top] = gen.generate_batch([ds.history("u2")], 3)
+    assert len(top) == 3 and all(c.source == "ease" for c in top)

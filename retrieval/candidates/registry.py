@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from retrieval.candidates.base import CandidateGenerator, Histories
+from retrieval.candidates.ease import EASE, EASEGenerator
 from retrieval.candidates.fusion import RRF_KS, WEIGHT_GRID, FusionGenerator, tune_on_holdout
 from retrieval.candidates.fusion_cache import choice_key, load_choice, save_choice
 from retrieval.candidates.interest import InterestRetriever
@@ -29,6 +30,9 @@ TUNING_USERS = 1000
 # Item-kNN settings the harness tuned on ml-100k validation (docs/results.md): recency matters.
 KNN_NEIGHBOURS = 50
 KNN_HALF_LIFE = 1.0
+# EASE settings the harness chose on ml-100k validation (docs/results.md, "EASE in the fusion").
+EASE_L2 = 400.0
+EASE_HALF_LIFE = 10.0
 
 
 def make_generator(name: str, index: VectorIndex, histories: Histories, item_ids: Sequence[str],
@@ -38,7 +42,8 @@ def make_generator(name: str, index: VectorIndex, histories: Histories, item_ids
     Args:
         name: a `GENERATORS` name: "hybrid" (weighted RRF of item-kNN, `extra`, the attention-pooled
             interest retriever and popularity, the weights chosen on held-out last events), "itemknn",
-            "interest", or a plugin's (entry-point group "driftrec.generators").
+            "interest", "ease" (dense: for catalogues up to `retrieval.candidates.ease.MAX_ITEMS`
+            items), or a plugin's (entry-point group "driftrec.generators").
         index: item vectors (the interest retriever's index).
         histories: user → events, oldest first: what the generators may see.
         item_ids: the catalogue's item ids (item-kNN's columns).
@@ -107,3 +112,9 @@ def _itemknn(index: VectorIndex, histories: Histories, item_ids: Sequence[str],
 def _interest(index: VectorIndex, histories: Histories, item_ids: Sequence[str],
               extra: Sequence[CandidateGenerator] = ()) -> CandidateGenerator:
     return InterestRetriever(index, popularity=PopularityGenerator(histories))
+
+
+@GENERATORS.register("ease")
+def _ease(index: VectorIndex, histories: Histories, item_ids: Sequence[str],
+          extra: Sequence[CandidateGenerator] = ()) -> CandidateGenerator:
+    return EASEGenerator(EASE(histories, item_ids, l2=EASE_L2, half_life=EASE_HALF_LIFE))
