@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     split = leave_one_out(ds)
     index = build_index(ds.catalog, make_embedder(), "flat", cache=default_cache(), progress=False)
     generators = {}
-    for name in ("itemknn", "interest", "hybrid"):
+    for name in ("itemknn", "interest", "ease", "hybrid"):
         start = time.perf_counter()
         generators[name] = make_generator(name, index, split.train, ds.catalog.ids)
         print(f"built {name} in {time.perf_counter() - start:.1f} s: {generators[name]!r}")

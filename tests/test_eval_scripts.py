@@ -118,7 +118,7 @@ def test_sequential_models_score_llmrank_candidates_as_they_rank_the_catalogue()
         model = make_model(name, embedder="hashing", **SEQ).fit(train)
         model.tune(ValidationData(val.users, val.inputs, val.target_items, None))
         if isinstance(model, HybridModel):
-            model.weights = (1.0, 1.0, 1.0, 1.0)  # every generator counts, so fusion reorders the sequential list
+            model.weights = (1.0,) * len(model.names)  # every generator counts, so fusion reorders the sequential list
         full = model.score_batch(test.inputs)
         col = model._columns()
         for u, (c, s) in enumerate(zip(cands, model.score_candidates(test.inputs, cands), strict=True)):

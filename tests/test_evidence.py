@@ -155,7 +155,7 @@ def test_hybrid_evidence_flows_into_recommendations_and_explanations() -> None:
     history = {ev.item for ev in ds.history("u0")}
     assert len(rec.evidence) == len(rec.items) and all(rec.evidence)
     for item, ev, exp in zip(rec.items, rec.evidence, rec.explanations, strict=True):
-        assert {e.source for e in ev} <= {"itemknn", "interest.short", "interest.long"}
+        assert {e.source for e in ev} <= {"itemknn", "interest.short", "interest.long", "ease"}
         assert set(exp.evidence) <= {e.item_id for e in ev} <= history
         # The largest contributors first: as many as it takes to move the item out of the top 5 (≤ 5),
         # else the 3 largest.

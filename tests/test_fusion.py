@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from retrieval.candidates import registry
 from retrieval.candidates.base import Candidate, CandidateGenerator, Histories, History
 from retrieval.candidates.fusion import FusionGenerator, fused_metric, rrf_fuse, tune_on_holdout, tune_weights
 from retrieval.candidates.registry import make_generator
@@ -148,7 +149,7 @@ def test_default_hybrid_chooses_its_fusion_on_held_out_events_and_stores_the_cho
     with caplog.at_level(logging.INFO, logger="driftrec"):
         gen = make_generator("hybrid", index, shift_dataset.histories, shift_dataset.catalog.ids)
     assert isinstance(gen, FusionGenerator)
-    assert [g.name for g in gen.generators] == ["itemknn", "interest", "popularity"]
+    assert [g.name for g in gen.generators] == ["itemknn", "interest", "popularity", "ease"]
     assert any("hybrid fusion chosen" in r.getMessage() for r in caplog.records)
     stored = list((tmp_path / "driftrec" / "fusion").glob("*.json"))
     assert len(stored) == 1
@@ -169,6 +170,12 @@ def test_default_hybrid_chooses_its_fusion_on_held_out_events_and_stores_the_cho
     assert any("unreadable fusion choice" in r.getMessage() for r in caplog.records)
     assert isinstance(third, FusionGenerator) and (third.weights, third.rrf_k) == (gen.weights, gen.rrf_k)
     assert '"weights"' in stored[0].read_text()
+    # A catalogue above the EASE limit: no EASE, and its own stored choice.
+    monkeypatch.setattr(registry, "HYBRID_EASE_MAX_ITEMS", len(shift_dataset.catalog) - 1)
+    large = make_generator("hybrid", index, shift_dataset.histories, shift_dataset.catalog.ids)
+    assert isinstance(large, FusionGenerator)
+    assert [g.name for g in large.generators] == ["itemknn", "interest", "popularity"]
+    assert len(list(stored[0].parent.glob("*.json"))) == 3
 
 
 def test_an_extra_generator_without_a_cache_key_turns_the_stored_choice_off(shift_dataset: Dataset) -> None:

@@ -33,6 +33,9 @@ KNN_HALF_LIFE = 1.0
 # EASE settings the harness chose on ml-100k validation (docs/results.md, "EASE in the fusion").
 EASE_L2 = 400.0
 EASE_HALF_LIFE = 10.0
+# The hybrid fuses EASE only up to this many items: its dense items² solve takes about 2 s at 5,000
+# items on 2 cores, but minutes and gigabytes at Games' 16,859 (docs/results.md).
+HYBRID_EASE_MAX_ITEMS = 5_000
 
 
 def make_generator(name: str, index: VectorIndex, histories: Histories, item_ids: Sequence[str],
@@ -41,7 +44,8 @@ def make_generator(name: str, index: VectorIndex, histories: Histories, item_ids
 
     Args:
         name: a `GENERATORS` name: "hybrid" (weighted RRF of item-kNN, `extra`, the attention-pooled
-            interest retriever and popularity, the weights chosen on held-out last events), "itemknn",
+            interest retriever, popularity and, for catalogues up to `HYBRID_EASE_MAX_ITEMS` items, EASE;
+            the weights chosen on held-out last events), "itemknn",
             "interest", "ease" (dense: for catalogues up to `retrieval.candidates.ease.MAX_ITEMS`
             items), or a plugin's (entry-point group "driftrec.generators").
         index: item vectors (the interest retriever's index).
@@ -72,20 +76,26 @@ def _knn(histories: Histories, item_ids: Sequence[str]) -> KNNGenerator:
 @GENERATORS.register("hybrid")
 def _hybrid(index: VectorIndex, histories: Histories, item_ids: Sequence[str],
             extra: Sequence[CandidateGenerator] = ()) -> CandidateGenerator:
-    """Weighted RRF of item-kNN, `extra`, the interest retriever and popularity, tuned for NDCG@10.
+    """Weighted RRF of item-kNN, `extra`, the interest retriever, popularity and EASE, tuned for NDCG@10.
+
+    EASE is fused only when the catalogue has at most `HYBRID_EASE_MAX_ITEMS` items (its solve is dense).
 
     The weights and rank offset are chosen by `tune_on_holdout` on the last events of a seeded sample of
     `TUNING_USERS` users (plain RRF when no user has two events) and stored on disk
     (`retrieval.candidates.fusion_cache`), so the next build on the same events, vectors and generators
     reads the choice back; the choice and its cost are logged.
     """
+    with_ease = len(item_ids) <= HYBRID_EASE_MAX_ITEMS
+
     def build(seen: Histories) -> list[CandidateGenerator]:
         popularity = PopularityGenerator(seen)
-        return [_knn(seen, item_ids), *extra, InterestRetriever(index, popularity=popularity), popularity]
+        ease = [_ease(index, seen, item_ids, ())] if with_ease else []
+        return [_knn(seen, item_ids), *extra, InterestRetriever(index, popularity=popularity), popularity, *ease]
 
     start = time.perf_counter()
     tuning: dict[str, Any] = {"users": TUNING_USERS, "seed": 0, "depth": 100, "metric": "ndcg", "k": 10}
     key = choice_key(histories, index, extra, {**tuning, "knn": [KNN_NEIGHBOURS, KNN_HALF_LIFE],
+                                               "ease": [EASE_L2, EASE_HALF_LIFE] if with_ease else None,
                                                "grid": WEIGHT_GRID, "rrf_ks": RRF_KS})
     found = load_choice(key) if key is not None else None
     origin = "read from the stored choice" if found is not None else "chosen"
