@@ -18,16 +18,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from retrieval.candidates.base import Histories
-from retrieval.candidates.knn import KNNGenerator, _sparse, recency_weights
+from retrieval.candidates.knn import ItemItemModel, KNNGenerator
 from retrieval.data.model import Event
-from retrieval.errors import ConfigError, UnknownItemError
+from retrieval.errors import ConfigError
 
 # Above this many items the dense solve needs more than ~10 GB (three items² float64 matrices; Games'
 # 16,859 items peak near 9 GB and take about 4 minutes per λ on 2 cores).
 MAX_ITEMS = 20_000
 
 
-class EASE:
+class EASE(ItemItemModel):
     """EASE over training histories, scored with recency-weighted histories.
 
     Args:
@@ -40,6 +40,8 @@ class EASE:
         ConfigError: λ ≤ 0, a non-positive half-life, or more than `MAX_ITEMS` items.
     """
 
+    kind = "EASE"
+
     def __init__(self, histories: Histories, item_ids: Sequence[str], l2: float = 400.0,
                  half_life: float | None = 10.0) -> None:
         if half_life is not None and half_life <= 0:
@@ -50,13 +52,7 @@ class EASE:
         self.column = {item: c for c, item in enumerate(self.item_ids)}
         self.half_life = half_life
         n = len(self.item_ids)
-        rows, cols = [], []
-        for u, events in enumerate(histories.values()):
-            for c in {self._col(ev.item) for ev in events}:
-                rows.append(u)
-                cols.append(c)
-        x = _sparse().csr_matrix((np.ones(len(rows), dtype=np.float64), (rows, cols)),
-                                 shape=(max(len(histories), 1), n))
+        x = self.user_item_matrix(histories, np.float64)
         self.gram = np.asarray((x.T @ x).todense(), dtype=np.float64)
         self.l2 = 0.0
         self.weights_matrix = np.zeros((n, n), dtype=np.float32)
@@ -74,17 +70,6 @@ class EASE:
         np.fill_diagonal(inverse, 0.0)
         self.weights_matrix = inverse.astype(np.float32)
         self.l2 = float(l2)
-
-    def _col(self, item: str) -> int:
-        try:
-            return self.column[item]
-        except KeyError:
-            raise UnknownItemError(f"item {item!r} is not among the EASE columns") from None
-
-    def weights(self, events: Sequence[Event]) -> tuple[np.ndarray, np.ndarray]:
-        """Columns and recency weights of one history: ((n,), (n,)); repeated items add up."""
-        cols = np.fromiter((self._col(ev.item) for ev in events), dtype=np.int64, count=len(events))
-        return cols, recency_weights(len(cols), self.half_life)
 
     def score_sequences(self, sequences: Sequence[Sequence[Event]]) -> np.ndarray:
         """Scores of every item for each history: (len(sequences), len(item_ids)) float32, seen items NOT masked."""

@@ -9,16 +9,12 @@ recency-weighted sum of its items' similarities to i. `KNNGenerator` turns it in
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from retrieval.candidates.base import Candidate, CandidateGenerator, Evidence, Histories, History, top_evidence
 from retrieval.data.model import Event
 from retrieval.errors import ConfigError, MissingDependencyError, UnknownItemError
-
-if TYPE_CHECKING:
-    from retrieval.candidates.ease import EASE
 
 
 def _sparse():  # type: ignore[no-untyped-def]
@@ -29,7 +25,49 @@ def _sparse():  # type: ignore[no-untyped-def]
     return sparse
 
 
-class ItemKNN:
+class ItemItemModel:
+    """What item-kNN and EASE share: item columns, recency-weighted histories, per-event score terms.
+
+    A subclass sets `item_ids`, `column` (item → column) and `half_life`, and implements
+    `score_sequences` and `terms`; `KNNGenerator` serves any of them.
+    """
+
+    kind = "item-item"  # names the model in errors
+    item_ids: tuple[str, ...]
+    column: dict[str, int]
+    half_life: float | None
+
+    def _col(self, item: str) -> int:
+        try:
+            return self.column[item]
+        except KeyError:
+            raise UnknownItemError(f"item {item!r} is not among the {self.kind} columns") from None
+
+    def user_item_matrix(self, histories: Histories, dtype: type = np.float32):  # type: ignore[no-untyped-def]
+        """The binary user × item CSR matrix of `histories` (a repeated item counts once)."""
+        rows, cols = [], []
+        for u, events in enumerate(histories.values()):
+            for c in {self._col(ev.item) for ev in events}:
+                rows.append(u)
+                cols.append(c)
+        return _sparse().csr_matrix((np.ones(len(rows), dtype=dtype), (rows, cols)),
+                                    shape=(max(len(histories), 1), len(self.item_ids)))
+
+    def weights(self, events: Sequence[Event]) -> tuple[np.ndarray, np.ndarray]:
+        """Columns and recency weights of one history: ((n,), (n,)); repeated items add up."""
+        cols = np.fromiter((self._col(ev.item) for ev in events), dtype=np.int64, count=len(events))
+        return cols, recency_weights(len(cols), self.half_life)
+
+    def score_sequences(self, sequences: Sequence[Sequence[Event]]) -> np.ndarray:
+        """Scores of every item for each history: (len(sequences), len(item_ids)), seen items not masked."""
+        raise NotImplementedError
+
+    def terms(self, events: Sequence[Event], item_ids: Sequence[str]) -> np.ndarray:
+        """Each history event's term in each given item's score: (len(events), len(item_ids))."""
+        raise NotImplementedError
+
+
+class ItemKNN(ItemItemModel):
     """Co-occurrence item-kNN.
 
     sim(i, j) = |U_i ∩ U_j| / (|U_i|^alpha · |U_j|^(1-alpha)), diagonal zero, each row pruned to its
@@ -44,6 +82,8 @@ class ItemKNN:
             `half_life` events older weighs 0.5 (None = all events weigh 1).
     """
 
+    kind = "kNN"
+
     def __init__(self, histories: Histories, item_ids: Sequence[str], neighbours: int | None = 100,
                  alpha: float = 0.5, half_life: float | None = 20.0) -> None:
         if neighbours is not None and neighbours < 1:
@@ -56,14 +96,7 @@ class ItemKNN:
         self.item_ids = tuple(item_ids)
         self.column = {item: c for c, item in enumerate(self.item_ids)}
         self.half_life = half_life
-        rows, cols = [], []
-        for u, events in enumerate(histories.values()):
-            for c in {self._col(ev.item) for ev in events}:
-                rows.append(u)
-                cols.append(c)
-        n = len(self.item_ids)
-        x = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
-                              shape=(max(len(histories), 1), n))
+        x = self.user_item_matrix(histories)
         counts = np.asarray(x.sum(axis=0)).ravel()
         co = (x.T @ x).tocsr()
         co.setdiag(0)
@@ -73,17 +106,6 @@ class ItemKNN:
         sim = sparse.diags(1.0 / left) @ co @ sparse.diags(1.0 / right)
         self.similarity = _prune_rows(sim.tocsr().astype(np.float32), neighbours)
         self.counts = counts
-
-    def _col(self, item: str) -> int:
-        try:
-            return self.column[item]
-        except KeyError:
-            raise UnknownItemError(f"item {item!r} is not among the kNN columns") from None
-
-    def weights(self, events: Sequence[Event]) -> tuple[np.ndarray, np.ndarray]:
-        """Columns and recency weights of one history: ((n,), (n,)); repeated items add up."""
-        cols = np.fromiter((self._col(ev.item) for ev in events), dtype=np.int64, count=len(events))
-        return cols, recency_weights(len(cols), self.half_life)
 
     def score_sequences(self, sequences: Sequence[Sequence[Event]]) -> np.ndarray:
         """Scores of every item for each history.
@@ -162,14 +184,13 @@ class KNNGenerator(CandidateGenerator):
     """Item-kNN candidates: top-k unseen items with a positive `ItemKNN` score (fewer when few co-occur).
 
     Args:
-        knn: a fitted ItemKNN (or `retrieval.candidates.ease.EASE`: the same `score_sequences`, `terms`,
-            `column` and `item_ids`); each history passed to `generate_batch` is scored (its items
-            dropped as seen).
+        knn: a fitted `ItemItemModel` (ItemKNN, or `retrieval.candidates.ease.EASE`); each history
+            passed to `generate_batch` is scored (its items dropped as seen).
     """
 
     name = "itemknn"
 
-    def __init__(self, knn: ItemKNN | EASE) -> None:
+    def __init__(self, knn: ItemItemModel) -> None:
         self.knn = knn
 
     def generate_batch(self, histories: Sequence[History], k: int) -> list[list[Candidate]]:
