@@ -51,6 +51,7 @@ the target; targets never leave the harness except the validation targets passed
 from __future__ import annotations
 
 import hashlib
+import inspect
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,7 +71,15 @@ from eval.metrics import (
     rank_candidates,
     rank_full,
 )
-from eval.models import RankedCandidates, Recommender, TrainData, ValidationData, make_model, with_defaults
+from eval.models import (
+    RankedCandidates,
+    Recommender,
+    TrainData,
+    ValidationData,
+    make_model,
+    model_factory,
+    with_defaults,
+)
 from eval.protocols import ProtocolContext, ProtocolName, make_protocol, seen_mask, top_columns
 from eval.provenance import build_provenance
 from eval.resume import RankStore
@@ -100,8 +109,8 @@ class EvalConfig:
         progress: tqdm progress bars.
         resume_dir: when set, each model's per-user ranks are saved there as it finishes.
         resume: reuse ranks saved in `resume_dir` by an earlier run with the same fingerprint (dataset,
-            users, protocol and its settings, model name and kwargs), so an interrupted multi-model
-            run restarts at the first unfinished model.
+            users, protocol and its settings, model name and its arguments, declared defaults
+            included), so an interrupted multi-model run restarts at the first unfinished model.
         max_concurrency: LLM calls in flight at once, given to every factory that declares
             `max_concurrency` (the `llm-rerank` model); None = each model's default (embedded LLM 1,
             servers 8).
@@ -398,8 +407,20 @@ def _fingerprint(dataset: Dataset, split: Split, test: Stage, config: EvalConfig
              config.retriever if config.protocol == "rerank" else "", config.rerank_k,
              sorted(config.model_kwargs.get(config.retriever, {}).items()) if config.protocol == "rerank" else "",
              sorted(config.defaults.items()), model.name,
-             sorted(config.model_kwargs.get(model.name, {}).items()) if named else repr(vars(model))]
+             _arguments(model.name, config.model_kwargs.get(model.name, {})) if named else repr(vars(model))]
     return hashlib.sha256(repr(facts).encode("utf-8")).hexdigest()[:16]
+
+
+def _arguments(name: str, kwargs: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """A registered model's effective constructor arguments: its declared defaults, overridden by `kwargs`.
+
+    Saved ranks are reused only by the same arguments, so a default that changes between releases
+    (e.g. `hybrid`'s `ease`) is a different run, not a resumed one.
+    """
+    params = inspect.signature(model_factory(name)).parameters
+    out = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    out.update(kwargs)
+    return sorted(out.items())
 
 
 def _summarise(model: Recommender, ranks: np.ndarray, tops: list[list[str]], diagnostics: dict[str, float],

@@ -282,7 +282,7 @@ def test_cli_eval_writes_results_report_and_plots(tmp_path: Path, monkeypatch: p
     assert main(["eval", "--dataset", str(data), "--models", "nope", "--out", str(out)]) == 2
 
 
-def test_resume_reuses_saved_ranks_only_for_the_same_run(tmp_path: Path) -> None:
+def test_resume_reuses_saved_ranks_only_for_the_same_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ds = chain_dataset(n_users=30)
     cfg = EvalConfig(protocol="llmrank", n_boot=20, resume_dir=tmp_path, resume=True)
     first = evaluate(ds, ["random", "itemknn"], cfg)
@@ -294,6 +294,12 @@ def test_resume_reuses_saved_ranks_only_for_the_same_run(tmp_path: Path) -> None
     other_seed = evaluate(ds, ["random"], EvalConfig(protocol="llmrank", seed=1, n_boot=20, resume_dir=tmp_path,
                                                      resume=True))
     assert "resumed" not in other_seed.models["random"].timings
+    # A default changed between runs is another run: the saved ranks are not reused.
+    from eval.models_baselines import ItemKNNModel
+
+    monkeypatch.setattr(ItemKNNModel.__init__, "__defaults__", (60, 0.5, 2.0, ItemKNNModel.__init__.__defaults__[3]))
+    changed = evaluate(ds, ["itemknn"], cfg)
+    assert "resumed" not in changed.models["itemknn"].timings
 
 
 def test_validation_metric_matches_the_test_ranking_code() -> None:
