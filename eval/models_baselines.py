@@ -21,7 +21,7 @@ from retrieval.vectors.index import VectorIndex
 
 PACKAGED_MODEL = "all-MiniLM-L6-v2"  # SentenceTransformerEmbedder's name for the packaged model
 # Recency half-lives (events) item-kNN and EASE search on validation; λ grid of EASE (each λ costs one
-# items² inverse: 0.1 s on ml-100k, about 4 minutes on Games).
+# items² inverse: under a second on ml-100k, about 4.5 minutes on Games).
 HALF_LIVES: tuple[float | None, ...] = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0, None)
 EASE_L2S: tuple[float, ...] = (100.0, 200.0, 400.0, 800.0, 1600.0)
 

@@ -41,7 +41,7 @@ class HybridModel(Recommender):
         sequential: fuse the sequential model (False: item-kNN, interest and popularity only, as the
             agent's default `hybrid` without `--seq-model`).
         ease: fuse EASE (False: the four generators above only).
-        ease_l2s: EASE's λ grid for `tune` (each value costs one items² inverse: about 4 minutes on Games).
+        ease_l2s: EASE's λ grid for `tune` (each value costs one items² inverse: about 4.5 minutes on Games).
         embedder_model: a sentence-transformers model directory instead of the packaged one, e.g. one
             written by `driftrec tune-embedder` (`driftrec eval --embedder-model DIR`), given to the
             interest retriever and the sequential model exactly as to the `interest` and `sasrec` rows.

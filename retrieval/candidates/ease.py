@@ -8,7 +8,8 @@ history item's part in the score is exact. `EASEGenerator` is `KNNGenerator` ove
 co-occurrence evidence come from the same code.
 
 The matrix is dense (items² float32): 11 MB for ml-100k's 1,682 items, 1.1 GB for Games' 16,859.
-Solving costs one items² inverse: 0.1 s on ml-100k, about 4 minutes on Games (2 cores).
+Solving costs one items² inverse, cubic in the items: building takes under a second on ml-100k and
+about 4.5 minutes per λ on Games (2 cores).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from retrieval.candidates.knn import ItemItemModel, KNNGenerator
 from retrieval.data.model import Event
 from retrieval.errors import ConfigError
 
-# Above this many items the dense solve needs more than ~10 GB (three items² float64 matrices; Games'
-# 16,859 items peak near 9 GB and take about 4 minutes per λ on 2 cores).
+# Above this many items the dense solve needs more than ~10 GB (items² float64 matrices; Games'
+# 16,859 items took 257–274 s per λ on 2 cores, with a 12.7 GB peak).
 MAX_ITEMS = 20_000
 
 
