@@ -26,6 +26,12 @@ HALF_LIVES: tuple[float | None, ...] = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0, None)
 EASE_L2S: tuple[float, ...] = (100.0, 200.0, 400.0, 800.0, 1600.0)
 
 
+def popularity_backoff(train: TrainData) -> np.ndarray:
+    """Training popularity scaled far below any co-occurrence score: a tie-break, not a second signal."""
+    pop = train_popularity(train)
+    return (1e-6 * pop / max(pop.max(), 1.0)).astype(np.float32)
+
+
 def train_popularity(train: TrainData) -> np.ndarray:
     """(n_items,) event counts per item over the training histories."""
     col = {item: c for c, item in enumerate(train.item_ids)}
@@ -91,8 +97,7 @@ class ItemKNNModel(Recommender):
     def fit(self, train: TrainData) -> ItemKNNModel:
         self.train = train
         self.knn = ItemKNN(train.histories, train.item_ids, self.neighbours, self.alpha, self.half_life)
-        pop = train_popularity(train)
-        self.backoff = (1e-6 * pop / max(pop.max(), 1.0)).astype(np.float32)
+        self.backoff = popularity_backoff(train)
         return self
 
     def score_batch(self, inputs: Sequence[Sequence[Event]]) -> np.ndarray:
@@ -139,8 +144,7 @@ class EASEModel(Recommender):
     def fit(self, train: TrainData) -> EASEModel:
         self.train = train
         self.ease = EASE(train.histories, train.item_ids, self.l2, self.half_life)
-        pop = train_popularity(train)
-        self.backoff = (1e-6 * pop / max(pop.max(), 1.0)).astype(np.float32)
+        self.backoff = popularity_backoff(train)
         return self
 
     def score_batch(self, inputs: Sequence[Sequence[Event]]) -> np.ndarray:
