@@ -169,7 +169,8 @@ class GeneratorModel(Recommender):
 MODELS: Registry[Callable[..., Recommender]] = Registry("model", "driftrec.models")
 BROKEN: dict[str, str] = {}  # model module → why it failed to import
 # The modules holding the built-in models, baselines first (the others import torch or LangChain).
-BUILTIN_MODULES = ("eval.models_baselines", "eval.models_sequential", "eval.models_hybrid", "eval.models_llm")
+BUILTIN_MODULES = ("eval.models_baselines", "eval.models_sequential", "eval.models_hybrid", "eval.models_blend",
+                   "eval.models_llm")
 
 
 def register(name: str) -> Callable[[Callable[..., Recommender]], Callable[..., Recommender]]:

@@ -155,7 +155,7 @@ def model_files(models: Iterable[Any], cache_file: Path | None = None) -> list[d
 
     Read from the model objects' settings: an embedder name (`embedder_name` or `embedder`), LLM
     settings (`settings` with `backend` and `model`), a saved model directory (`load`), and the same
-    for a wrapped base model (`base`).
+    for a wrapped base model (`base`) and an ensemble's models (`members`).
     """
     seen: dict[tuple[str, str], dict[str, Any]] = {}
     stack = list(models)
@@ -166,6 +166,7 @@ def model_files(models: Iterable[Any], cache_file: Path | None = None) -> list[d
         base = getattr(model, "base", None)
         if base is not None and not isinstance(base, str):
             stack.append(base)
+        stack.extend(getattr(model, "members", ()))  # an ensemble's models (the harness `blend`)
     return list(seen.values())
 
 

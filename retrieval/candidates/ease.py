@@ -52,25 +52,32 @@ class EASE(ItemItemModel):
             raise ConfigError(f"EASE keeps a dense {len(self.item_ids):,}² matrix; at most {MAX_ITEMS:,} items")
         self.column = {item: c for c, item in enumerate(self.item_ids)}
         self.half_life = half_life
-        n = len(self.item_ids)
         x = self.user_item_matrix(histories, np.float64)
         self.gram = np.asarray((x.T @ x).todense(), dtype=np.float64)
+        self._solved: np.ndarray | None = None
         self.l2 = 0.0
-        self.weights_matrix = np.zeros((n, n), dtype=np.float32)
         self.set_l2(l2)
 
     def set_l2(self, l2: float) -> None:
-        """Re-solve for another λ (one inverse of the Gram matrix; the data is kept)."""
+        """Use another λ; the matrix is re-solved (one inverse of the Gram matrix) when next needed."""
         if l2 <= 0:
             raise ConfigError("l2 must be positive")
-        g = self.gram.copy()
-        g[np.diag_indices_from(g)] += l2
-        inverse = np.linalg.inv(g)  # XᵀX + λI is positive definite for λ > 0
-        del g
-        inverse /= -np.diag(inverse).copy()  # B_ij = -P_ij / P_jj, in place
-        np.fill_diagonal(inverse, 0.0)
-        self.weights_matrix = inverse.astype(np.float32)
+        if self._solved is None or float(l2) != self.l2:
+            self._solved = None
         self.l2 = float(l2)
+
+    @property
+    def weights_matrix(self) -> np.ndarray:
+        """B for the current λ: (items, items) float32, solved on first use after `set_l2`."""
+        if self._solved is None:
+            g = self.gram.copy()
+            g[np.diag_indices_from(g)] += self.l2
+            inverse = np.linalg.inv(g)  # XᵀX + λI is positive definite for λ > 0
+            del g
+            inverse /= -np.diag(inverse).copy()  # B_ij = -P_ij / P_jj, in place
+            np.fill_diagonal(inverse, 0.0)
+            self._solved = inverse.astype(np.float32)
+        return self._solved
 
     def score_sequences(self, sequences: Sequence[Sequence[Event]]) -> np.ndarray:
         """Scores of every item for each history: (len(sequences), len(item_ids)) float32, seen items NOT masked."""
