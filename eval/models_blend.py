@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from eval.models import Recommender, TrainData, ValidationData, register
-from eval.models_baselines import EASE_L2S, EASEModel, ItemKNNModel, PopularityModel
+from eval.models_baselines import EASE_L2S, EASEModel, InterestModel, ItemKNNModel, PopularityModel
 from eval.models_sequential import SASRecModel
 from retrieval.data.model import Event
 from retrieval.errors import ConfigError
@@ -39,10 +39,11 @@ class BlendModel(Recommender):
     """Weighted sum of per-user standardised scores of several models, weights chosen on validation.
 
     Parts, in order: one sequential model per directory in `sequential` (each loaded, not trained),
-    then item-kNN, popularity and EASE when switched on. The first part's weight is fixed at 1 (only
-    ratios matter). `tune` runs coordinate ascent over `grid` for the others from the first part alone,
-    `rounds` passes, on validation NDCG@10 under the run's protocol (its validation candidates, or the
-    full catalogue for at most `tune_users` validation users). Before `tune` every weight is 1.
+    then item-kNN, popularity, EASE and the interest retriever when switched on. The first part's
+    weight is fixed at 1 (only ratios matter). `tune` runs coordinate ascent over `grid` for the others
+    from the first part alone, `rounds` passes, on validation NDCG@10 under the run's protocol (its
+    validation candidates, or the full catalogue for at most `tune_users` validation users). Before
+    `tune` every weight is 1.
 
     Args:
         sequential: `driftrec train` directories, trained on this run's training events (else
@@ -50,6 +51,9 @@ class BlendModel(Recommender):
         itemknn, popularity, ease: add that baseline as a part (item-kNN's half-life and EASE's λ and
             half-life are tuned on validation first, as for their own rows).
         ease_l2s: EASE's λ grid (each value costs one items² inverse: about 4.5 minutes on Games).
+        interest: add the attention-pooled text retriever (`interest`, default pooling) as a part.
+        interest_embedder_model: the interest part's sentence-transformers model directory, e.g. one
+            written by `driftrec tune-embedder` (None = `embedder_model`).
         seed, embedder, embedder_model: as `sasrec` (they choose the text vectors the models were trained with).
         grid: weights tried for each part after the first.
         rounds: coordinate-ascent passes.
@@ -61,7 +65,8 @@ class BlendModel(Recommender):
     """
 
     def __init__(self, sequential: Sequence[str] = (), itemknn: bool = True, popularity: bool = True,
-                 ease: bool = False, ease_l2s: Sequence[float] = EASE_L2S, seed: int = 0,
+                 ease: bool = False, ease_l2s: Sequence[float] = EASE_L2S, interest: bool = False,
+                 interest_embedder_model: str | None = None, seed: int = 0,
                  embedder: str = "sentence-transformers", embedder_model: str | None = None,
                  grid: Sequence[float] = WEIGHT_GRID, rounds: int = 2, tune_users: int = 2000,
                  progress: bool = False) -> None:
@@ -80,6 +85,9 @@ class BlendModel(Recommender):
             self.parts.append(("popularity", PopularityModel(), True))
         if ease:
             self.parts.append(("ease", EASEModel(l2s=ease_l2s), True))
+        if interest:
+            self.parts.append(("interest", InterestModel(embedder, embedder_model=interest_embedder_model
+                                                         or embedder_model), False))
         if not self.parts:
             raise ConfigError("blend: no parts (give `sequential` directories or switch on a baseline)")
         names = [name for name, _, _ in self.parts]

@@ -66,11 +66,11 @@ def test_blend_of_a_saved_sequential_model_and_baselines_runs_in_the_harness(sav
 
     directory, ds = saved_model
     config = EvalConfig(protocol=protocol, seed=0, defaults={"embedder": "hashing"},
-                        model_kwargs={"blend": {"sequential": [str(directory)]},
+                        model_kwargs={"blend": {"sequential": [str(directory)], "interest": True},
                                       "sasrec": {"load": str(directory)}})
     result = evaluate(ds, ["sasrec", "itemknn", "blend"], config)
     diag = result.models["blend"].diagnostics
-    assert diag["weight_seq:seq"] == 1.0 and {"weight_itemknn", "weight_popularity"} <= set(diag)
+    assert diag["weight_seq:seq"] == 1.0 and {"weight_itemknn", "weight_popularity", "weight_interest"} <= set(diag)
     # The search starts from the sequential model alone, so validation never gets worse.
     assert diag["val_ndcg@10_blend"] >= diag["val_ndcg@10_seq:seq"] - 1e-12
     assert any(m["role"] == "sequential" and m["name"] == "seq" for m in result.provenance["models"])
