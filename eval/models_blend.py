@@ -1,4 +1,5 @@
-"""The harness's `blend`: a score-level ensemble of trained sequential models and the co-occurrence baselines.
+"""The harness's `blend`: a score-level ensemble of saved sequential models, co-occurrence baselines and the
+interest retriever.
 
 Registered name:
     blend     Each part scores the whole catalogue; per user, a part's scores are standardised over the
