@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from eval.metrics import ndcg_at, rank_full
 from eval.models import Recommender, TrainData, ValidationData, register
 from eval.models_baselines import EASE_L2S, EASEModel, InterestModel, ItemKNNModel, PopularityModel
 from eval.models_sequential import SASRecModel
@@ -188,10 +189,9 @@ def weighted_sum(weights: Sequence[float] | np.ndarray, parts: Sequence[np.ndarr
 
 
 def ndcg_at_10(scores: np.ndarray, targets: np.ndarray) -> float:
-    """Mean NDCG@10 of each row's target column, ties ranked pessimistically (as the harness does)."""
-    target = scores[np.arange(len(targets)), targets]
-    rank = (scores >= target[:, None]).sum(axis=1) - 1
-    return float(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0).mean())
+    """Mean NDCG@10 of each row's target column, ranked as the harness ranks (pessimistic ties); -inf
+    entries (padding, seen items) are not ranked."""
+    return float(ndcg_at(rank_full(scores, targets, np.isneginf(scores)), 10).mean())
 
 
 def coordinate_ascent(parts: Sequence[np.ndarray], targets: np.ndarray, grid: Sequence[float],
