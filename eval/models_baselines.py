@@ -163,8 +163,7 @@ class EASEModel(Recommender):
         best = max(self.validation_ndcg, key=lambda key: self.validation_ndcg[key])  # first best on ties
         self.l2, self.half_life = best
         self.ease.half_life = self.half_life
-        if self.ease.l2 != self.l2:
-            self.ease.set_l2(self.l2)
+        self.ease.set_l2(self.l2)  # re-solved on next use only if λ changed
 
     def diagnostics(self) -> dict[str, float]:
         """λ and the half-life in use (0 = uniform weights), with their validation NDCG@10 when tuned."""

@@ -108,3 +108,20 @@ def test_registry_builds_ease_for_the_agent() -> None:
     assert (gen.knn.l2, gen.knn.half_life) == (EASE_L2, EASE_HALF_LIFE)
     [top] = gen.generate_batch([ds.history("u2")], 3)
     assert len(top) == 3 and all(c.source == "ease" for c in top)
+
+
+def test_the_matrix_is_solved_once_per_lambda_and_only_when_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = planted_shift_dataset(n_users=10)
+    solves = []
+    inv = np.linalg.inv
+    monkeypatch.setattr(ease_module.np.linalg, "inv", lambda g: solves.append(1) or inv(g))
+    model = EASE(ds.histories, ds.catalog.ids, l2=5.0)
+    assert not solves  # building does not solve
+    first = model.weights_matrix.copy()
+    model.set_l2(5.0)
+    model.score_sequences([ds.history("u0")[:4]])
+    assert len(solves) == 1  # same λ: kept
+    model.set_l2(50.0)
+    model.set_l2(5.0)
+    np.testing.assert_array_equal(model.weights_matrix, first)
+    assert len(solves) == 2  # λ changed and changed back: one solve, on use

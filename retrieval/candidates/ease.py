@@ -62,7 +62,7 @@ class EASE(ItemItemModel):
         """Use another λ; the matrix is re-solved (one inverse of the Gram matrix) when next needed."""
         if l2 <= 0:
             raise ConfigError("l2 must be positive")
-        if self._solved is None or float(l2) != self.l2:
+        if float(l2) != self.l2:
             self._solved = None
         self.l2 = float(l2)
 
