@@ -20,7 +20,7 @@ _PAREN = re.compile(r"\s*\([^)]*\)\s*$")
 _ARTICLE = re.compile(r"^(?P<body>.+), (?P<article>The|A|An|La|Le|Les|L'|Il|Das|Der|Die|El)$")
 _YEAR_WORD = re.compile(r"(?<!\d)(1[89]\d\d|20\d\d)(?!\d)")
 _QUOTED = re.compile(r"[\"“”«»]([^\"“”«»\n]{3,80})[\"“”«»]")
-_WORD_START = re.compile(r"(?<![\w'])[\w'(]")
+_WORD_START = re.compile(r"(?<![\w'])[\w'(\[]")  # a title may open with a bracket: "[2 Pack] ..."
 _WORD_CHAR = re.compile(r"[\w']")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|\n\s*)$")
 # Category names too generic to be a claim when they appear as ordinary words.

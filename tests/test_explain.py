@@ -55,6 +55,17 @@ def test_grounding_flags_only_mentions_outside_evidence() -> None:
     assert ok.grounded and ok.categories == ("Crime", "Drama")
 
 
+def test_a_title_opening_with_a_bracket_is_one_mention_not_the_titles_inside_it() -> None:
+    """Games has "[2 Pack] ... [Xbox One]" and a game titled "One": citing the first is not citing the second."""
+    bracketed = "[2 Pack] Silicone Grip Case For Xbox-One Controller - Blue [Xbox One]"
+    checker = GroundingChecker(Catalog([Item(id="1", title=bracketed), Item(id="2", title="One"),
+                                        Item(id="3", title="Mafia III - Xbox One")]))
+    report = checker.check(f"Recent examples are Mafia III - Xbox One and {bracketed}.",
+                           [bracketed, "Mafia III - Xbox One"], [])
+    assert report.grounded and set(report.titles) == {bracketed, "Mafia III - Xbox One"}
+    assert checker.check("You might like One.", [bracketed], []).ungrounded == ("One",)
+
+
 def test_grounding_flags_years_the_evidence_does_not_contain() -> None:
     checker = GroundingChecker(small_catalog())
     evidence = "Before 9 March 1998: Crime, Drama. Since then: Action."
