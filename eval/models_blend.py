@@ -25,6 +25,7 @@ from eval.metrics import ndcg_at, rank_full
 from eval.models import Recommender, TrainData, ValidationData, register
 from eval.models_baselines import EASE_L2S, EASEModel, InterestModel, ItemKNNModel, PopularityModel
 from eval.models_sequential import SASRecModel
+from eval.protocols import seen_mask
 from retrieval.data.model import Event
 from retrieval.errors import ConfigError
 
@@ -123,11 +124,10 @@ class BlendModel(Recommender):
             inputs = tuple(validation.inputs[i] for i in keep)
             items, targets = None, [self._columns()[validation.targets[i]] for i in keep]
         per_part = self._standardised(inputs, items)
-        if items is None:  # seen items never rank: push them below everything
-            for u, events in enumerate(inputs):
-                seen = [self._columns()[ev.item] for ev in events]
-                for scores in per_part:
-                    scores[u, seen] = -np.inf
+        if items is None:  # seen items never rank, as in the harness: -inf is not ranked
+            seen = seen_mask(inputs, self._columns(), len(self.train.item_ids))
+            for scores in per_part:
+                scores[seen] = -np.inf
         self.weights, value = coordinate_ascent(per_part, np.array(targets), self.grid, self.rounds)
         self.validation = {f"val_ndcg@10_{name}": ndcg_at_10(part, np.array(targets))
                            for (name, _, _), part in zip(self.parts, per_part, strict=True)}
