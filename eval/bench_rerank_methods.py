@@ -47,6 +47,7 @@ from eval.metrics import paired_comparison
 from eval.models import TrainData, ValidationData, make_model, parse_model_args, with_defaults
 from eval.models_llm import DEFAULT_ALPHAS, DEFAULT_WEIGHTS, _ndcg10, llm_array, position_following
 from eval.protocols import ProtocolContext, make_protocol
+from eval.resume import read_rows, resume_rows
 from eval.splits import leave_one_out
 from retrieval.candidates.base import Candidate
 from retrieval.data.datasets import cache_dir as user_cache_dir
@@ -129,11 +130,7 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace, data: dict[str, Any], methods: Sequence[str]) -> None:
     """Rerank every user's validation and test candidates with each method, appending to reranks.jsonl."""
     out = args.out / "reranks.jsonl"
-    done = set()
-    if out.exists():
-        for line in out.read_text().splitlines():
-            rec = json.loads(line)
-            done.add((rec["method"], rec["i"], rec["stage"]))
+    done = {(rec["method"], rec["i"], rec["stage"]) for rec in resume_rows(out, resume=True)}
     settings = LLMSettings(backend=args.llm, model=args.llm_model, base_url=args.llm_url, seed=args.seed,
                            cache_dir=user_cache_dir() / "llm", timeout_s=args.timeout, adapter=args.llm_adapter)
     client = make_client(settings)
@@ -165,9 +162,7 @@ def run(args: argparse.Namespace, data: dict[str, Any], methods: Sequence[str]) 
 def read_reranks(out: Path) -> dict[tuple[str, int, str], dict[str, Any]]:
     """The stored reranks of a run directory, by (method, user index, stage)."""
     recs: dict[tuple[str, int, str], dict[str, Any]] = {}
-    path = out / "reranks.jsonl"
-    for line in path.read_text().splitlines() if path.exists() else []:
-        rec = json.loads(line)
+    for rec in read_rows(out / "reranks.jsonl"):
         recs[(rec["method"], rec["i"], rec["stage"])] = rec
     return recs
 

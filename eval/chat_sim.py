@@ -32,6 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from eval.metrics import bootstrap_ci, paired_comparison
+from eval.resume import resume_rows
 from eval.splits import leave_one_out
 from retrieval.data.model import Catalog, Dataset, Event, Item
 from retrieval.errors import DataError, DriftrecError
@@ -382,13 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     users = sample_users(full, args.users, args.seed)
     rows_path = args.out.with_suffix(".rows.jsonl")
     done: dict[str, Conversation] = {}
-    if args.resume and rows_path.is_file():
-        for line in rows_path.read_text(encoding="utf-8").splitlines():
-            d = json.loads(line)
-            d["turns"] = [TurnRecord(**t) for t in d["turns"]]
-            done[d["user"]] = Conversation(**d)
-    elif rows_path.exists():
-        rows_path.unlink()
+    for d in resume_rows(rows_path, args.resume):
+        d["turns"] = [TurnRecord(**t) for t in d["turns"]]
+        done[d["user"]] = Conversation(**d)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with rows_path.open("a", encoding="utf-8") as fh:

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from agent.evidence import LIKED_RATING, RECENT_EVENTS, item_evidence, join_words
 from agent.grounding import display_title
 from eval.metrics import bootstrap_ci
+from eval.resume import resume_rows
 from retrieval.candidates.base import Candidate, CandidateGenerator, History
 from retrieval.candidates.counterfactual import rank_among_unseen, verified_citations
 from retrieval.data.model import Catalog, Event
@@ -311,11 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     dataset, index, generator = build(args.data, args.seq_model, args.embedder)
     users = sample_users([u for u in dataset.users if dataset.history(u)], args.users, args.seed)
-    done: list[dict[str, Any]] = []
-    if args.resume and args.out.is_file():
-        done = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
-    elif args.out.exists():
-        args.out.unlink()
+    done = resume_rows(args.out, args.resume)
     finished = {r["user"] for r in done}
     todo = [u for u in users if u not in finished]
     start = time.perf_counter()

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from eval.resume import resume_rows
+
 
 def run_user(user: str, dataset: Any, index: Any, retriever: Any, explainer: Any, k: int) -> list[dict[str, Any]]:
     """Explanations for the top-k items and the shift text of one user, one row per text."""
@@ -132,11 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                         verb=args.verb))
     retriever = make_generator(args.generator, index, dataset.histories, dataset.catalog.ids)
     users = sample_users([u for u in dataset.users if dataset.history(u)], args.users, args.seed)
-    done: list[dict[str, Any]] = []
-    if args.resume and args.out.is_file():
-        done = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
-    elif args.out.exists():
-        args.out.unlink()
+    done = resume_rows(args.out, args.resume)
     finished = {r["user"] for r in done if r["kind"] == "shift"}
     start = time.perf_counter()
     with args.out.open("a", encoding="utf-8") as fh:
