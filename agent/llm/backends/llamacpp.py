@@ -7,7 +7,6 @@ imported only when the model is first used.
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -148,20 +147,9 @@ class EmbeddedChatModel(BaseChatModel):
     def _first_token_logprobs(self, tokens: list[int], top: int) -> AIMessage:
         import numpy as np
 
-        llm = self._load()
-        # Keep the longest prefix already in the KV cache (at least one token must be evaluated).
-        keep = 0
-        for a, b in zip(llm._input_ids.tolist(), tokens[:-1], strict=False):
-            if a != b:
-                break
-            keep += 1
-        llm.n_tokens = keep
-        llm.eval(tokens[keep:])
-        # Without logits_all, llama.cpp keeps logits for the last token of the last batch only:
-        # exactly the next-token distribution, at no cost for the other prompt positions.
-        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
-        logits = logits - logits.max()
-        logp = logits - math.log(float(np.exp(logits).sum()))
+        from agent.llm.backends.llamacpp_score import next_token_logprobs
+
+        logp = next_token_logprobs(self._load(), tokens)
         best = np.argsort(-logp)[:top]
         pieces = [(self._piece(int(t)), float(logp[t])) for t in best]
         entries: list[dict[str, Any]] = [{"token": tok, "logprob": lp} for tok, lp in pieces]

@@ -51,6 +51,23 @@ def parallel_sequences(n_seq_max: int = N_SEQ_MAX) -> Iterator[None]:
             lib.llama_context_default_params = original
 
 
+def next_token_logprobs(llm: Any, tokens: Sequence[int]) -> np.ndarray:
+    """Evaluate `tokens` on sequence 0 of `llm` and return the next token's log-probabilities (n_vocab,).
+
+    The longest part of `tokens` already in the KV cache is kept; at least the last token is evaluated.
+    Without `logits_all`, llama.cpp keeps logits for the last token of the last batch only: exactly the
+    next-token distribution, at no cost for the other positions.
+    """
+    keep = 0
+    for a, b in zip(llm._input_ids.tolist(), tokens[:-1], strict=False):
+        if a != b:
+            break
+        keep += 1
+    llm.n_tokens = keep
+    llm.eval(list(tokens[keep:]))
+    return log_softmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)))
+
+
 def log_softmax(row: Any) -> np.ndarray:
     """log-softmax of one logit row, shape (n_vocab,), in float64 (a copy: llama.cpp reuses its buffer)."""
     x = np.asarray(row, dtype=np.float64)
@@ -70,15 +87,8 @@ def score_after_prefix(llm: Any, head: Sequence[int], tails: Sequence[Sequence[i
     """
     import llama_cpp.llama_cpp as lib
 
-    keep = 0
-    for a, b in zip(llm._input_ids.tolist(), head[:-1], strict=False):
-        if a != b:
-            break
-        keep += 1
-    llm.n_tokens = keep
-    llm.eval(list(head[keep:]))
+    first = next_token_logprobs(llm, head)
     n_vocab, n_head = llm.n_vocab(), llm.n_tokens
-    first = log_softmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,)))
     values = [float(first[t[0]]) for t in tails]
     mem = lib.llama_get_memory(llm._ctx.ctx)
     batch = llm._batch.batch
