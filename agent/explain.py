@@ -43,6 +43,26 @@ _META = re.compile(r"\b(?:the user(?:'s)?|the data|as data|data block|evidence|r
                    r"I'll|I'm|I am|I will|I have|as an AI|language model|summary)\b", re.IGNORECASE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“])")
 
+# Why an attempt was rejected, by the fixed start of the message `Explainer._generate` (a failed call)
+# or `Explainer._problem` (a rejected answer) records; the first matching start wins.
+_REJECTIONS = (
+    ("reply:", "unreadable reply"),
+    ("backend:", "backend error"),
+    ("LLM time budget spent", "time budget spent"),
+    ("the answer is empty or too short", "empty or too short"),
+    ("it repeats the instructions", "repeats the instructions"),
+    ("it talks about the prompt or itself", "talks about the prompt or itself"),
+    ("it cites none of the history titles", "cites none of the evidence titles"),
+    ("it cites ", "cites a history item that did not contribute"),
+    ("it mentions ", "mentions something outside the evidence"),
+    ("it names none of the categories", "names none of the evidence categories"),
+)
+
+
+def rejection_kind(error: str) -> str:
+    """The kind of one entry of `GroundedText.errors` ("other" for an unknown message)."""
+    return next((kind for start, kind in _REJECTIONS if error.startswith(start)), "other")
+
 
 @dataclass(frozen=True)
 class ExplainConfig:

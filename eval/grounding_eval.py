@@ -8,7 +8,8 @@ top-k items are explained from their evidence (`Candidate.evidence`) and the int
 described. For every text it records the first LLM answer's ungrounded mentions (before the check),
 the final text's ungrounded mentions re-checked independently (after the check), whether the first
 answer was kept, regenerated or replaced by the template, and the wall time. Rows are appended to a
-JSONL file as they are made (`--resume` continues a partial run); the summary is printed as Markdown.
+JSONL file as they are made (`--resume` continues a partial run); the summary is printed as Markdown,
+with the rejected LLM attempts counted by reason.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,18 @@ def _row(user: str, kind: str, text: Any, ungrounded_final: int) -> dict[str, An
             "latency_s": round(text.latency_s, 3), "text": text.text}
 
 
+def rejections(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per kind of text: how many LLM attempts were rejected (or failed) for each reason, most first."""
+    from agent.explain import rejection_kind
+
+    out: dict[str, dict[str, int]] = {}
+    for kind in ("explanation", "shift"):
+        counts = Counter(rejection_kind(e) for r in rows if r["kind"] == kind for e in r["errors"])
+        if counts:
+            out[kind] = dict(counts.most_common())
+    return out
+
+
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per kind: counts, shares before/after the check, how texts were obtained, latency percentiles."""
     out: dict[str, dict[str, float]] = {}
@@ -85,8 +99,9 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def markdown(summary: dict[str, dict[str, float]], users: int, model: str) -> str:
-    """The summary as a Markdown table (one column per kind)."""
+def markdown(summary: dict[str, dict[str, float]], users: int, model: str,
+             rejected: dict[str, dict[str, int]] | None = None) -> str:
+    """The summary as a Markdown table (one column per kind), then the rejections by reason."""
     kinds = list(summary)
     pct = {"zero_ungrounded_before", "zero_ungrounded_after", "kept_first_answer", "regenerated", "template"}
     lines = [f"Grounding on {users} users, model {model}", "", "| | " + " | ".join(kinds) + " |",
@@ -95,6 +110,9 @@ def markdown(summary: dict[str, dict[str, float]], users: int, model: str) -> st
         cells = [f"{100 * summary[k][key]:.1f}%" if key in pct else
                  (f"{summary[k][key]:.2f}" if key.startswith("latency") else f"{summary[k][key]:g}") for k in kinds]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    for kind, counts in (rejected or {}).items():
+        lines.append(f"\nrejected {kind} attempts by reason: "
+                     + "; ".join(f"{reason} {n}" for reason, n in counts.items()))
     return "\n".join(lines)
 
 
@@ -147,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [r for r in done if r["user"] in set(users)]
     summary = summarize(rows)
     model = client.model_id if client is not None else "none (templates)"
-    print(markdown(summary, len({r["user"] for r in rows}), model))
+    print(markdown(summary, len({r["user"] for r in rows}), model, rejections(rows)))
     print(f"\nwall time this run: {time.perf_counter() - start:.0f}s; rows in {args.out}", file=sys.stderr)
     return 0
 

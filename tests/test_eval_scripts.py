@@ -234,7 +234,9 @@ def test_grounding_eval_counts_invented_titles_before_the_check_and_none_after(
     assert all(r["ungrounded_first"] >= 1 and r["ungrounded_final"] == 0 for r in rows)
     assert all("Zorblax" not in r["text"] and TITLE.search(r["text"]) for r in rows)
     for line in ("| zero_ungrounded_before | 0.0% | 0.0% |", "| zero_ungrounded_after | 100.0% | 100.0% |",
-                 "| regenerated | 100.0% | 100.0% |", "| llm_calls | 12 | 6 |", "| texts | 6 | 3 |"):
+                 "| regenerated | 100.0% | 100.0% |", "| llm_calls | 12 | 6 |", "| texts | 6 | 3 |",
+                 "rejected explanation attempts by reason: mentions something outside the evidence 6",
+                 "rejected shift attempts by reason: mentions something outside the evidence 3"):
         assert line in out, line
     # Resuming a finished run asks the LLM nothing and reports the same rows.
     assert main([*common, "--llm", "fake", "--out", str(rows_file), "--resume"]) == 0

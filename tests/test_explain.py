@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agent.evidence import cited_items, item_evidence, shift_evidence
-from agent.explain import ExplainConfig, Explainer, clean_text
+from agent.explain import ExplainConfig, Explainer, clean_text, rejection_kind
 from agent.grounding import GroundingChecker, display_title, title_aliases
 from agent.llm.client import LLMClient
 from retrieval.candidates.base import Evidence
@@ -318,3 +318,26 @@ def test_shift_text_never_names_the_placeholder_genre(ml100k_path) -> None:  # t
     text = Explainer(ds.catalog).describe_shift_evidence(ev).text
     assert "unknown" not in text and "unknown" not in ev.categories
     assert Explainer(ds.catalog).checker.check(text, ev.titles, ev.categories, ev.as_lines()).grounded
+
+
+def test_every_rejection_message_has_a_kind_for_the_grounding_counts() -> None:
+    catalog = small_catalog()
+    evidence = {"5": (_ev("3", 0.6, "co_occurrence"),)}
+    echo = "Toy Story (1995). In 1 or 2 short sentences, tell the user why they may like the recommended item."
+    cases = [("Ok.", "empty or too short"), (echo, "repeats the instructions"),
+             ("I'll add a new Animation category to the data.", "talks about the prompt or itself"),
+             ("Because you loved Toy Story (1995) and Heat (1995), try Aladdin.",
+              "cites a history item that did not contribute"),
+             ("Like Heat (1995), it is Sci-Fi.", "mentions something outside the evidence"),
+             ("It is a lovely Animation film for the whole family.", "cites none of the evidence titles"),
+             (ConnectionError("refused"), "backend error")]
+    for reply, kind in cases:
+        explainer = Explainer(catalog, LLMClient(FakeChatModel(replies=[reply])), config=ExplainConfig(max_attempts=1))
+        [exp] = explainer.explain(_user_history(catalog), ["5"], evidence=evidence if "Heat" in str(reply) else None)
+        assert rejection_kind(exp.text.errors[0]) == kind, (reply, exp.text.errors)
+    ds = planted_shift_dataset(n_users=3)
+    fake = FakeChatModel(default="You enjoyed watching many good films over these months.")
+    evo = summarize_evolution("u0", ds.history("u0"), ds.catalog)
+    text = Explainer(ds.catalog, LLMClient(fake)).describe_shift(evo)
+    assert rejection_kind(text.errors[0]) == "names none of the evidence categories"
+    assert rejection_kind("something new") == "other"
