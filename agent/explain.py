@@ -20,7 +20,7 @@ from datetime import datetime
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from agent.evidence import ItemEvidence, ShiftEvidence, item_evidence, join_words, shift_evidence
-from agent.grounding import GroundingChecker, display_title
+from agent.grounding import GroundingChecker, display_title, title_aliases
 from agent.llm.client import LLMClient, to_messages
 from agent.llm.deadline import expired
 from agent.types import Explanation, GroundedText
@@ -41,7 +41,12 @@ _DATA_BLOCK = re.compile(r"<data name=[^>]*>.*?</data>", re.DOTALL)
 _META = re.compile(r"\b(?:the user(?:'s)?|the data|as data|data block|evidence|recommended item|"
                    r"items that made|history titles?|"
                    r"I'll|I'm|I am|I will|I have|as an AI|language model|summary)\b", re.IGNORECASE)
+# The evidence holds titles, categories, dates and ratings, never reviews, people or awards: a sentence
+# about those ("praised by critics", "directed by ...") is made up, however fluent.
+_UNSUPPORTED = re.compile(r"\b(?:reviews?|reviewed|critics?|critically|praised|acclaimed|directed|director|"
+                          r"starring|actors?|actress|awards?|oscars?|box office|released)\b", re.IGNORECASE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“])")
+_WORD = re.compile(r"[\w'’]+")
 
 # Why an attempt was rejected, by the fixed start of the message `Explainer._generate` (a failed call)
 # or `Explainer._problem` (a rejected answer) records; the first matching start wins.
@@ -51,6 +56,8 @@ _REJECTIONS = (
     ("LLM time budget spent", "time budget spent"),
     ("the answer is empty or too short", "empty or too short"),
     ("it repeats the instructions", "repeats the instructions"),
+    ("it says you ", "says the user already has the pick"),
+    ("it states what the evidence cannot support", "states what the evidence cannot support"),
     ("it talks about the prompt or itself", "talks about the prompt or itself"),
     ("it cites none of the history titles", "cites none of the evidence titles"),
     ("it cites ", "cites a history item that did not contribute"),
@@ -182,7 +189,8 @@ class Explainer:
         user = render("explain", item=ev.item_line, evidence=ev.as_lines())
         cite = tuple(self.catalog[i].title for i in ev.supporting) if self.config.require_citation else ()
         text = self._generate(to_messages(render("system"), user), ev.titles, ev.categories, cite, template,
-                              self.config.item_sentences, outside=history_titles - set(ev.titles))
+                              self.config.item_sentences, outside=history_titles - set(ev.titles),
+                              pick=item.title)
         return Explanation(item_id=item.id, title=item.title, evidence=ev.supporting, evidence_detail=ev.detail,
                            text=text)
 
@@ -190,7 +198,8 @@ class Explainer:
 
     def _generate(self, messages: list[BaseMessage], titles: Sequence[str], categories: Sequence[str],
                   must_cite: Sequence[str], template: str, max_sentences: int,
-                  must_name: Sequence[str] = (), outside: frozenset[str] = frozenset()) -> GroundedText:
+                  must_name: Sequence[str] = (), outside: frozenset[str] = frozenset(),
+                  pick: str | None = None) -> GroundedText:
         start = time.perf_counter()
         if self.client is None:
             return GroundedText(text=template, source="template", latency_s=time.perf_counter() - start)
@@ -213,7 +222,7 @@ class Explainer:
                 errors.append(f"backend: {exc}")
                 break
             text = clean_text(reply.text, max_sentences)
-            problem = self._problem(text, titles, categories, must_cite, prompt, must_name, outside)
+            problem = self._problem(text, titles, categories, must_cite, prompt, must_name, outside, pick)
             if first is None:
                 first = len(self.checker.check(text, titles, categories, prompt).ungrounded) if text else 0
             if problem is None:
@@ -236,10 +245,11 @@ class Explainer:
 
     def _problem(self, text: str, titles: Sequence[str], categories: Sequence[str],
                  must_cite: Sequence[str], prompt: str = "", must_name: Sequence[str] = (),
-                 outside: frozenset[str] = frozenset()) -> str | None:
+                 outside: frozenset[str] = frozenset(), pick: str | None = None) -> str | None:
         """Why a generated text is rejected, or None when it is acceptable.
 
         `outside`: history titles that are not evidence; citing one gives a reason that did not score the item.
+        `pick`: the title being explained; a text saying the user already watched it misstates the history.
         """
         if len(text.split()) < 4:
             return "the answer is empty or too short"
@@ -247,6 +257,14 @@ class Explainer:
             return f"it repeats the instructions ({echo!r}) instead of answering"
         if meta := _META.search(text):
             return f"it talks about the prompt or itself ({meta.group(0)!r}) instead of speaking to the user"
+        if pick is not None and _says_done(text, pick, self.config.verb):
+            return f"it says you {self.config.verb} {pick!r}, the title being recommended"
+        unquoted = text
+        for title in titles:
+            for alias in title_aliases(title):
+                unquoted = unquoted.replace(alias, " ")
+        if claim := _UNSUPPORTED.search(unquoted):
+            return f"it states what the evidence cannot support ({claim.group(0)!r})"
         report = self.checker.check(text, titles, categories, prompt)
         if cited_outside := [t for t in report.titles if t in outside]:
             listed = ", ".join(repr(t) for t in cited_outside[:5])
@@ -351,11 +369,18 @@ def _titles(titles: Sequence[str]) -> str:
 
 def _echoed(text: str, prompt: str, n: int = 6) -> str | None:
     """An n-word run of the prompt's instruction lines found in the answer (a small model echoing it)."""
-    words = _DATA_BLOCK.sub(" ", prompt).lower().split()
+    words = _WORD.findall(_DATA_BLOCK.sub(" ", prompt).lower())  # punctuation aside: "sentences," = "sentences."
     runs = {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
-    answer = text.lower().split()
+    answer = _WORD.findall(text.lower())
     for i in range(len(answer) - n + 1):
         run = " ".join(answer[i:i + n])
         if run in runs:
             return run
     return None
+
+
+def _says_done(text: str, title: str, verb: str) -> bool:
+    """Whether the text says the user already `verb`-ed `title` ("Because you watched <title>, ...")."""
+    aliases = "|".join(re.escape(a) for a in sorted(title_aliases(title), key=len, reverse=True))
+    return re.search(rf"\byou(?:'ve| have)?\s+(?:also\s+|already\s+)?{re.escape(verb)}\s+"
+                     rf"(?:the\s+(?:movie|film|game|title)\s+)?[\"“']?(?:{aliases})", text, re.IGNORECASE) is not None

@@ -325,6 +325,11 @@ def test_every_rejection_message_has_a_kind_for_the_grounding_counts() -> None:
     evidence = {"5": (_ev("3", 0.6, "co_occurrence"),)}
     echo = "Toy Story (1995). In 1 or 2 short sentences, tell the user why they may like the recommended item."
     cases = [("Ok.", "empty or too short"), (echo, "repeats the instructions"),
+             # punctuation aside, a six-word run of the instructions is an echo ("sentences," → "sentences.")
+             ("Toy Story (1995) fans like it, in 1 or 2 short sentences.", "repeats the instructions"),
+             ("Like Toy Story (1995), it was praised by critics.", "states what the evidence cannot support"),
+             ("Because you watched Aladdin (1992), you will love Toy Story (1995).",
+              "says the user already has the pick"),
              ("I'll add a new Animation category to the data.", "talks about the prompt or itself"),
              ("Because you loved Toy Story (1995) and Heat (1995), try Aladdin.",
               "cites a history item that did not contribute"),
