@@ -347,3 +347,38 @@ def test_recommend_batch_equals_serial_recommend(catalog) -> None:  # type: igno
     serial = [agent.recommend(u, k=3, explain=False).items for u in users]
     batch = agent.recommend_batch(users, k=3, explain=False, max_concurrency=4)
     assert [r.items for r in batch] == serial and [r.user for r in batch] == users
+
+
+def test_the_request_benchmark_sees_a_model_that_reads_the_request(ml100k_path, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import re
+
+    import eval.bench_request as bench
+    from retrieval.data.datasets import load_dataset
+
+    catalog = load_dataset(ml100k_path).catalog
+    cats_of = {item.title: {c.lower() for c in item.categories} for item in catalog}
+
+    def reads_the_request(prefix: str, conts: list[str]) -> list[float]:
+        """Titles in a category the request names score high; without a request every title ties."""
+        asked = re.search(r'<data name="request">\s*"([^"]*)"', prefix)
+        words = asked.group(1).lower() if asked else ""
+        return [-1.0 if words and any(c.rstrip("s") in words for c in cats_of.get(t.strip().strip('"'), ())) else -5.0
+                for t in conts]
+
+    fake = FakeChatModel(supports_prompt_logprobs=True, continuation_scores=reads_the_request)
+    monkeypatch.setattr(bench, "make_client", lambda settings: LLMClient(fake))
+    args = ["--data", str(ml100k_path), "--messages", "12", "--methods", "pmi", "--embedder", "hashing",
+            "--out", str(tmp_path)]
+    assert bench.main(args) == 0
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    answered = [r for r in rows if r["answerable"]]
+    assert len(rows) == 12 and answered and all(r["fallbacks"] == 0 for r in answered)
+    assert all(r["without"] == r["retrieval"] for r in answered)  # ties keep the retrieval order
+    assert all(r["with"] >= r["without"] for r in answered) and any(r["with"] > r["without"] for r in answered)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["methods"]["pmi"]["with_minus_without"]["diff"] > 0
+    calls = len(fake.calls)
+    assert bench.main([*args, "--resume"]) == 0 and len(fake.calls) == calls  # nothing left to do
+    with pytest.raises(ConfigError, match="unknown method"):
+        bench.main([*args, "--methods", "pmi,best"])
