@@ -9,7 +9,9 @@ described. For every text it records the first LLM answer's ungrounded mentions 
 the final text's ungrounded mentions re-checked independently (after the check), whether the first
 answer was kept, regenerated or replaced by the template, and the wall time. Rows are appended to a
 JSONL file as they are made (`--resume` continues a partial run); the summary is printed as Markdown,
-with the rejected LLM attempts counted by reason.
+with the rejected LLM attempts counted by reason. After the check changes, `--recheck` replays the
+LLM-written texts of a stored run (same `--data`, `--generator`, `-k`, `--verb`) through the current
+check, with no LLM call, and says how many it now rejects and why.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from eval.resume import resume_rows
+from eval.resume import read_rows, resume_rows
+from retrieval.errors import ConfigError
 
 
 def run_user(user: str, dataset: Any, index: Any, retriever: Any, explainer: Any, k: int) -> list[dict[str, Any]]:
@@ -57,6 +61,43 @@ def _row(user: str, kind: str, text: Any, ungrounded_final: int) -> dict[str, An
             "ungrounded_first": text.ungrounded_first, "ungrounded_final": ungrounded_final,
             "backend_error": any(e.startswith("backend") for e in text.errors), "errors": list(text.errors),
             "latency_s": round(text.latency_s, 3), "text": text.text}
+
+
+def recheck(rows: Sequence[dict[str, Any]], dataset: Any, index: Any, retriever: Any, config: Any,
+            k: int) -> dict[str, dict[str, Any]]:
+    """Replay every LLM-written text of a stored run through the current check, with no LLM call.
+
+    Each user is run again with a scripted model whose first answer per text is the stored one (a
+    template row that asked the LLM gets an answer the check always rejects), one attempt per text, with
+    `config` (an `ExplainConfig`, the run's settings), so the evidence and
+    the check are exactly those of a live run. Per kind: texts kept then, how many the check rejects
+    now, and why. A text rejected now would have been re-asked once in a live run, so a run with the
+    current check keeps between `kept - rejected_now` and `kept` of them.
+    """
+    from agent.explain import Explainer, rejection_kind
+    from agent.llm.backends.fake import FakeChatModel
+    from agent.llm.client import LLMClient
+
+    config = replace(config, max_attempts=1)
+    out: dict[str, dict[str, Any]] = {kind: {"kept": 0, "rejected_now": 0, "reasons": Counter()}
+                                      for kind in ("explanation", "shift")}
+    by_user: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_user.setdefault(r["user"], []).append(r)
+    for user, old in tqdm(by_user.items(), desc="re-checking", unit="user"):
+        if all(r["source"] == "template" for r in old):
+            continue
+        replies = [r["text"] if r["source"] != "template" else "-" for r in old if r["attempts"] > 0]
+        replay = Explainer(dataset.catalog, LLMClient(FakeChatModel(replies=replies)), index, config)
+        for before, now in zip(old, run_user(user, dataset, index, retriever, replay, k), strict=True):
+            if before["source"] == "template":
+                continue
+            stats = out[before["kind"]]
+            stats["kept"] += 1
+            if now["source"] == "template":
+                stats["rejected_now"] += 1
+                stats["reasons"][rejection_kind(now["errors"][0])] += 1
+    return {kind: {**s, "reasons": dict(s["reasons"].most_common())} for kind, s in out.items()}
 
 
 def rejections(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -131,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--verb", default="watched", help="past-tense verb of the templates (e.g. played)")
     p.add_argument("--out", type=Path, default=Path("grounding_rows.jsonl"), help="JSONL rows (appended)")
     p.add_argument("--resume", action="store_true", help="skip users already in --out")
+    p.add_argument("--recheck", action="store_true",
+                   help="no LLM: replay the LLM-written texts stored in --out through the current check")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -144,6 +187,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     dataset = load_dataset(args.data)
     index = build_index(dataset.catalog, make_embedder(args.embedder), cache=default_cache())
     client = None
+    if args.recheck:
+        if not args.out.is_file():
+            raise ConfigError(f"--recheck reads the rows of an earlier run: {args.out} does not exist")
+        stored = read_rows(args.out)
+        retriever = make_generator(args.generator, index, dataset.histories, dataset.catalog.ids)
+        checked = recheck(stored, dataset, index, retriever, ExplainConfig(verb=args.verb), args.k)
+        for kind, stats in checked.items():
+            reasons = "; ".join(f"{reason} {n}" for reason, n in stats["reasons"].items()) or "none"
+            print(f"{kind}: {stats['kept']} written by the LLM in {args.out}; the current check rejects "
+                  f"{stats['rejected_now']} of them ({reasons})")
+        return 0
     if args.llm != "none":
         from agent.llm import LLMSettings, make_client
 

@@ -241,6 +241,17 @@ def test_grounding_eval_counts_invented_titles_before_the_check_and_none_after(
     # Resuming a finished run asks the LLM nothing and reports the same rows.
     assert main([*common, "--llm", "fake", "--out", str(rows_file), "--resume"]) == 0
     assert len(fake.calls) == 18 and "| texts | 6 | 3 |" in capsys.readouterr().out
+    # Re-checking replays the stored texts through the current check, without the LLM: all pass, until
+    # one is edited to claim what the evidence cannot hold.
+    assert main([*common, "--out", str(rows_file), "--recheck"]) == 0
+    out = capsys.readouterr().out
+    assert "explanation: 6 written by the LLM" in out and "rejects 0 of them (none)" in out and len(fake.calls) == 18
+    rows[0]["text"] = rows[0]["text"].rstrip(".") + ", praised by critics."
+    rows_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main([*common, "--out", str(rows_file), "--recheck"]) == 0
+    assert "explanation: 6 written by the LLM in" in (out := capsys.readouterr().out)
+    assert "rejects 1 of them (states what the evidence cannot support 1)" in out
+    assert "shift: 3 written by the LLM" in out and len(fake.calls) == 18
 
 
 def test_evolution_eval_forecasts_the_planted_shift_and_detects_planted_changes(
