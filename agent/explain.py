@@ -43,7 +43,7 @@ _META = re.compile(r"\b(?:the user(?:'s)?|the data|as data|data block|evidence|r
                    r"I'll|I'm|I am|I will|I have|as an AI|language model|summary)\b", re.IGNORECASE)
 # The evidence holds titles, categories, dates and ratings, never reviews, people or awards: a sentence
 # about those ("praised by critics", "directed by ...") is made up, however fluent.
-_UNSUPPORTED = re.compile(r"\b(?:reviews?|reviewed|critics?|critically|praised|acclaimed|directed|director|"
+_UNSUPPORTED = re.compile(r"\b(?:review(?:s|ed|ers?)?|critics?|critically|praised|acclaimed|directed|director|"
                           r"starring|actors?|actress|awards?|oscars?|box office|released)\b", re.IGNORECASE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“])")
 _WORD = re.compile(r"[\w'’]+")

@@ -328,6 +328,7 @@ def test_every_rejection_message_has_a_kind_for_the_grounding_counts() -> None:
              # punctuation aside, a six-word run of the instructions is an echo ("sentences," → "sentences.")
              ("Toy Story (1995) fans like it, in 1 or 2 short sentences.", "repeats the instructions"),
              ("Like Toy Story (1995), it was praised by critics.", "states what the evidence cannot support"),
+             ("Toy Story (1995) fans will like it, a reviewer said.", "states what the evidence cannot support"),
              ("Because you watched Aladdin (1992), you will love Toy Story (1995).",
               "says the user already has the pick"),
              ("I'll add a new Animation category to the data.", "talks about the prompt or itself"),
