@@ -67,12 +67,12 @@ def recheck(rows: Sequence[dict[str, Any]], dataset: Any, index: Any, retriever:
             k: int) -> dict[str, dict[str, Any]]:
     """Replay every LLM-written text of a stored run through the current check, with no LLM call.
 
-    Each user is run again with a scripted model whose first answer per text is the stored one (a
-    template row that asked the LLM gets an answer the check always rejects), one attempt per text, with
-    `config` (an `ExplainConfig`, the run's settings), so the evidence and
-    the check are exactly those of a live run. Per kind: texts kept then, how many the check rejects
-    now, and why. A text rejected now would have been re-asked once in a live run, so a run with the
-    current check keeps between `kept - rejected_now` and `kept` of them.
+    Each user is run again with `config` (the run's `ExplainConfig`) and a scripted model whose answer
+    per text is the stored one (a template row that asked the LLM gets an answer the check always
+    rejects), one attempt per text, so the evidence and the check are exactly those of a live run.
+    Per kind: texts kept then, how many the check rejects now, and why. A text rejected now would
+    have been re-asked once in a live run, so a run with the current check keeps between
+    `kept - rejected_now` and `kept` of them.
     """
     from agent.explain import Explainer, rejection_kind
     from agent.llm.backends.fake import FakeChatModel
@@ -186,12 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     dataset = load_dataset(args.data)
     index = build_index(dataset.catalog, make_embedder(args.embedder), cache=default_cache())
+    retriever = make_generator(args.generator, index, dataset.histories, dataset.catalog.ids)
     client = None
     if args.recheck:
         if not args.out.is_file():
             raise ConfigError(f"--recheck reads the rows of an earlier run: {args.out} does not exist")
         stored = read_rows(args.out)
-        retriever = make_generator(args.generator, index, dataset.histories, dataset.catalog.ids)
         checked = recheck(stored, dataset, index, retriever, ExplainConfig(verb=args.verb), args.k)
         for kind, stats in checked.items():
             reasons = "; ".join(f"{reason} {n}" for reason, n in stats["reasons"].items()) or "none"
@@ -204,7 +204,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         client = make_client(LLMSettings(backend=args.llm, model=args.llm_model, base_url=args.llm_url))
     explainer = Explainer(dataset.catalog, client, index, ExplainConfig(max_attempts=args.max_attempts,
                                                                         verb=args.verb))
-    retriever = make_generator(args.generator, index, dataset.histories, dataset.catalog.ids)
     users = sample_users([u for u in dataset.users if dataset.history(u)], args.users, args.seed)
     done = resume_rows(args.out, args.resume)
     finished = {r["user"] for r in done if r["kind"] == "shift"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import glob
 import json
-import logging
 import math
 import re
 from pathlib import Path
@@ -14,9 +13,10 @@ from typing import Any
 import numpy as np
 
 from retrieval.errors import DataError
+from retrieval.log import get_logger
 from retrieval.vectors.store import write_file_atomically
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Saved = tuple[np.ndarray, list[list[str]], dict[str, float], dict[str, float]]
 

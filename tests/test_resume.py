@@ -18,7 +18,7 @@ def _write(path, rows, tail=""):
 def test_resume_keeps_rows_and_drops_a_cut_short_last_line(tmp_path, caplog):
     path = tmp_path / "rows.jsonl"
     _write(path, [{"user": "1"}, {"user": "2"}], tail='{"user": "3", "te')
-    with caplog.at_level(logging.WARNING, logger="eval.resume"):
+    with caplog.at_level(logging.WARNING, logger="driftrec.eval.resume"):
         rows = resume_rows(path, resume=True)
     assert [r["user"] for r in rows] == ["1", "2"]
     assert "cut short" in caplog.text
