@@ -128,8 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         **METHODS[m], fusion_weight=1.0, seed=args.seed,  # type: ignore[arg-type]
         narrative=NarrativeConfig(max_tokens=args.history_tokens))) for m in methods}
     messages = category_messages(args.messages, args.seed)
-    rng = random.Random(args.seed)
-    users = [rng.choice(sorted(ds.histories)) for _ in messages]
+    rng, pool = random.Random(args.seed), sorted(ds.histories)
+    users = [rng.choice(pool) for _ in messages]
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "rows.jsonl"
     rows = resume_rows(path, args.resume)
