@@ -36,7 +36,7 @@ from eval.bench_rerank_methods import METHODS
 from eval.chat_constraints import DATA_DIR, SETS
 from eval.metrics import paired_comparison
 from eval.resume import resume_rows
-from retrieval.errors import ConfigError
+from retrieval.errors import ConfigError, DriftrecError
 
 TOP = 5
 CANDIDATES = 20
@@ -166,4 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except DriftrecError as exc:  # bad arguments, missing data or rows: one line, no traceback
+        sys.exit(f"bench_request: error: {exc}")

@@ -31,7 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from eval.resume import read_rows, resume_rows
-from retrieval.errors import ConfigError
+from retrieval.errors import ConfigError, DriftrecError
 
 
 def run_user(user: str, dataset: Any, index: Any, retriever: Any, explainer: Any, k: int) -> list[dict[str, Any]]:
@@ -175,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--recheck", action="store_true",
                    help="no LLM: replay the LLM-written texts stored in --out through the current check")
     args = p.parse_args(argv)
+    if args.recheck and not args.out.is_file():
+        raise ConfigError(f"--recheck reads the rows of an earlier run: {args.out} does not exist")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from agent.explain import ExplainConfig, Explainer
@@ -189,8 +191,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     retriever = make_generator(args.generator, index, dataset.histories, dataset.catalog.ids)
     client = None
     if args.recheck:
-        if not args.out.is_file():
-            raise ConfigError(f"--recheck reads the rows of an earlier run: {args.out} does not exist")
         stored = read_rows(args.out)
         checked = recheck(stored, dataset, index, retriever, ExplainConfig(verb=args.verb), args.k)
         for kind, stats in checked.items():
@@ -224,4 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except DriftrecError as exc:  # bad arguments, missing data or rows: one line, no traceback
+        sys.exit(f"grounding_eval: error: {exc}")
