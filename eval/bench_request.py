@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import random
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -32,11 +31,12 @@ from tqdm.auto import tqdm
 from agent.llm import LLMSettings, make_client
 from agent.narrative import NarrativeConfig
 from agent.rerank import LLMReranker, RerankConfig
+from eval import run_script
 from eval.bench_rerank_methods import METHODS
 from eval.chat_constraints import DATA_DIR, SETS
 from eval.metrics import paired_comparison
 from eval.resume import resume_rows
-from retrieval.errors import ConfigError, DriftrecError
+from retrieval.errors import ConfigError
 
 TOP = 5
 CANDIDATES = 20
@@ -166,7 +166,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DriftrecError as exc:  # bad arguments, missing data or rows: one line, no traceback
-        sys.exit(f"bench_request: error: {exc}")
+    run_script(main, "bench_request")

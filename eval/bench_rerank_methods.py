@@ -42,6 +42,7 @@ from agent.llm import LLMSettings, make_client
 from agent.llm.adapter import check_trained_on
 from agent.narrative import NarrativeConfig
 from agent.rerank import LLMReranker, RerankConfig
+from eval import run_script
 from eval.harness import EvalConfig, _instance, _overrides_tune, _sample_users
 from eval.metrics import paired_comparison
 from eval.models import TrainData, ValidationData, make_model, parse_model_args, with_defaults
@@ -52,7 +53,7 @@ from eval.splits import leave_one_out
 from retrieval.candidates.base import Candidate
 from retrieval.data.datasets import cache_dir as user_cache_dir
 from retrieval.data.datasets import load_dataset
-from retrieval.errors import ConfigError, DriftrecError
+from retrieval.errors import ConfigError
 
 METHODS: dict[str, dict[str, Any]] = {
     "pmi": {"method": "pointwise"},
@@ -390,7 +391,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except DriftrecError as exc:  # bad arguments, a leaking adapter, missing data: one line, no traceback
-        raise SystemExit(f"bench_rerank_methods: error: {exc}") from None
+    run_script(main, "bench_rerank_methods")

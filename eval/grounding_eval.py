@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from eval import run_script
 from eval.resume import read_rows, resume_rows
-from retrieval.errors import ConfigError, DriftrecError
+from retrieval.errors import ConfigError
 
 
 def run_user(user: str, dataset: Any, index: Any, retriever: Any, explainer: Any, k: int) -> list[dict[str, Any]]:
@@ -224,7 +225,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DriftrecError as exc:  # bad arguments, missing data or rows: one line, no traceback
-        sys.exit(f"grounding_eval: error: {exc}")
+    run_script(main, "grounding_eval")
