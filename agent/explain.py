@@ -38,15 +38,19 @@ _LABEL = re.compile(r"^\s*(?:explanation|answer|description|summary|assistant)\s
 _DATA_BLOCK = re.compile(r"<data name=[^>]*>.*?</data>", re.DOTALL)
 # Small models narrate the task ("the recommended item is", "I'll add a category to the data") instead
 # of doing it; the prompt asks for sentences addressed to "you", so these phrases mark a failed answer.
+# The titles are masked first, so a title such as "Death Sentence" is not narration.
 _META = re.compile(r"\b(?:the user(?:'s)?|the data|as data|data block|evidence|recommended item|"
-                   r"items that made|history titles?|"
+                   r"items that made|history titles?|sentences?|"
                    r"I'll|I'm|I am|I will|I have|as an AI|language model|summary)\b", re.IGNORECASE)
-# The evidence holds titles, categories, dates and ratings, never reviews, people or awards: a sentence
-# about those ("praised by critics", "directed by ...") is made up, however fluent.
+# The evidence holds titles, categories, dates and ratings, never reviews, people, awards or popularity:
+# a sentence about those ("praised by critics", "directed by ...", "highly recommended by many people")
+# is made up, however fluent.
 _UNSUPPORTED = re.compile(r"\b(?:review(?:s|ed|ers?)?|critics?|critically|praised|acclaimed|directed|director|"
-                          r"starring|actors?|actress|awards?|oscars?|box office|released)\b", re.IGNORECASE)
+                          r"starring|actors?|actress|awards?|oscars?|box office|released|popular(?:ity)?|"
+                          r"highly recommended|recommended by|best[- ]?sell(?:ing|ers?))\b", re.IGNORECASE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“])")
 _WORD = re.compile(r"[\w'’]+")
+_MASK = "\x00"  # stands in for an evidence title while the rules below read the rest of the text
 
 # Why an attempt was rejected, by the fixed start of the message `Explainer._generate` (a failed call)
 # or `Explainer._problem` (a rejected answer) records; the first matching start wins.
@@ -56,6 +60,7 @@ _REJECTIONS = (
     ("LLM time budget spent", "time budget spent"),
     ("the answer is empty or too short", "empty or too short"),
     ("it repeats the instructions", "repeats the instructions"),
+    ("it repeats itself", "repeats itself"),
     ("it says you ", "says the user already has the pick"),
     ("it states what the evidence cannot support", "states what the evidence cannot support"),
     ("it talks about the prompt or itself", "talks about the prompt or itself"),
@@ -255,14 +260,16 @@ class Explainer:
             return "the answer is empty or too short"
         if echo := _echoed(text, prompt):
             return f"it repeats the instructions ({echo!r}) instead of answering"
-        if meta := _META.search(text):
+        unquoted = text
+        for title in titles:
+            for alias in sorted(title_aliases(title), key=len, reverse=True):
+                unquoted = unquoted.replace(alias, _MASK)
+        if again := _repeated(unquoted):
+            return f"it repeats itself ({again!r})"
+        if meta := _META.search(unquoted):
             return f"it talks about the prompt or itself ({meta.group(0)!r}) instead of speaking to the user"
         if pick is not None and _says_done(text, pick, self.config.verb):
             return f"it says you {self.config.verb} {pick!r}, the title being recommended"
-        unquoted = text
-        for title in titles:
-            for alias in title_aliases(title):
-                unquoted = unquoted.replace(alias, " ")
         if claim := _UNSUPPORTED.search(unquoted):
             return f"it states what the evidence cannot support ({claim.group(0)!r})"
         report = self.checker.check(text, titles, categories, prompt)
@@ -376,6 +383,23 @@ def _echoed(text: str, prompt: str, n: int = 6) -> str | None:
         run = " ".join(answer[i:i + n])
         if run in runs:
             return run
+    return None
+
+
+def _repeated(text: str, n: int = 6) -> str | None:
+    """An n-word run said twice in `text` (a small model looping), titles masked with `_MASK` first.
+
+    Runs never cross a masked title, so naming one long title twice, or two titles in the same frame
+    ("people who played X also played Y"), is not repetition.
+    """
+    seen: set[str] = set()
+    for part in text.split(_MASK):
+        words = _WORD.findall(part.lower())
+        for i in range(len(words) - n + 1):
+            run = " ".join(words[i:i + n])
+            if run in seen:
+                return run
+            seen.add(run)
     return None
 
 

@@ -257,6 +257,19 @@ def test_answers_narrating_the_task_are_rejected(reply: str) -> None:
     assert exp.text.source == "template" and "talks about the prompt" in exp.text.errors[0]
 
 
+def test_titles_are_masked_before_the_repetition_and_narration_rules() -> None:
+    """Naming a title twice in the same frame is not looping, and a title's own words are not narration."""
+    catalog = Catalog([*small_catalog(), Item(id="7", title="Death Sentence, or the Long Night (2007)",
+                                                       categories=("Action",))])
+    evidence = {"5": (_ev("7", 0.6, "co_occurrence"), _ev("3", 0.3, "co_occurrence"))}
+    history = [*_user_history(catalog), Event(user="u", item="7", timestamp=datetime(2024, 2, 1, tzinfo=UTC),
+                                              action="rate", rating=4.0)]
+    reply = ("People who watched Death Sentence, or the Long Night (2007) also watched Aladdin (1992). "
+             "Death Sentence, or the Long Night (2007) and Heat (1995) led to it.")
+    [exp] = Explainer(catalog, LLMClient(FakeChatModel(default=reply))).explain(history, ["5"], evidence=evidence)
+    assert exp.text.source == "llm", exp.text.errors
+
+
 # ---------------------------------------------------------------------- explanations from the scorer's evidence
 
 
@@ -329,6 +342,13 @@ def test_every_rejection_message_has_a_kind_for_the_grounding_counts() -> None:
              ("Toy Story (1995) fans like it, in 1 or 2 short sentences.", "repeats the instructions"),
              ("Like Toy Story (1995), it was praised by critics.", "states what the evidence cannot support"),
              ("Toy Story (1995) fans will like it, a reviewer said.", "states what the evidence cannot support"),
+             ("Like Toy Story (1995), it is highly recommended by many people.",
+              "states what the evidence cannot support"),
+             ("Toy Story (1995) is fun for the whole family and fun for the whole family and more.",
+              "repeats itself"),
+             # the shift prompt's "In 2 to 4 plain sentences", half-echoed, is no answer to the user
+             ("You watched Toy Story (1995), and it changed from 2 to 4 plain sentences.",
+              "talks about the prompt or itself"),
              ("Because you watched Aladdin (1992), you will love Toy Story (1995).",
               "says the user already has the pick"),
              ("I'll add a new Animation category to the data.", "talks about the prompt or itself"),
