@@ -38,16 +38,19 @@ _LABEL = re.compile(r"^\s*(?:explanation|answer|description|summary|assistant)\s
 _DATA_BLOCK = re.compile(r"<data name=[^>]*>.*?</data>", re.DOTALL)
 # Small models narrate the task ("the recommended item is", "I'll add a category to the data") instead
 # of doing it; the prompt asks for sentences addressed to "you", so these phrases mark a failed answer.
+# "this pick", "with activity" and "whole history" are the prompt's own labels (every evidence line says
+# how a title counted towards "this pick"); an answer using them copies the data instead of naming things.
 # The titles are masked first, so a title such as "Death Sentence" is not narration.
 _META = re.compile(r"\b(?:the user(?:'s)?|the data|as data|data block|evidence|recommended item|"
-                   r"items that made|history titles?|sentences?|"
+                   r"items that made|history titles?|sentences?|this pick|with activity|whole history|"
                    r"I'll|I'm|I am|I will|I have|as an AI|language model|summary)\b", re.IGNORECASE)
 # The evidence holds titles, categories, dates and ratings, never reviews, people, awards or popularity:
 # a sentence about those ("praised by critics", "directed by ...", "highly recommended by many people")
 # is made up, however fluent.
 _UNSUPPORTED = re.compile(r"\b(?:review(?:s|ed|ers?)?|critics?|critically|praised|acclaimed|directed|director|"
                           r"starring|actors?|actress|awards?|oscars?|box office|released|popular(?:ity)?|"
-                          r"highly recommended|recommended by|best[- ]?sell(?:ing|ers?))\b", re.IGNORECASE)
+                          r"highly recommended|recommended by|best[- ]?sell(?:ing|ers?)|"
+                          r"well[- ](?:regarded|known|received)|enjoyed by many)\b", re.IGNORECASE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“])")
 _WORD = re.compile(r"[\w'’]+")
 _MASK = "\x00"  # stands in for an evidence title while the rules below read the rest of the text

@@ -349,6 +349,9 @@ def test_every_rejection_message_has_a_kind_for_the_grounding_counts() -> None:
              # the shift prompt's "In 2 to 4 plain sentences", half-echoed, is no answer to the user
              ("You watched Toy Story (1995), and it changed from 2 to 4 plain sentences.",
               "talks about the prompt or itself"),
+             # the evidence lines' own wording instead of the titles
+             ("People who chose Toy Story (1995) also chose this pick.", "talks about the prompt or itself"),
+             ("Toy Story (1995) is a well-known family film.", "states what the evidence cannot support"),
              ("Because you watched Aladdin (1992), you will love Toy Story (1995).",
               "says the user already has the pick"),
              ("I'll add a new Animation category to the data.", "talks about the prompt or itself"),
