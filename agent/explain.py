@@ -53,6 +53,7 @@ _UNSUPPORTED = re.compile(r"\b(?:review(?:s|ed|ers?)?|critics?|critically|praise
                           r"well[- ](?:regarded|known|received)|enjoyed by many)\b", re.IGNORECASE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“])")
 _WORD = re.compile(r"[\w'’]+")
+_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 _MASK = "\x00"  # stands in for an evidence title while the rules below read the rest of the text
 
 # Why an attempt was rejected, by the fixed start of the message `Explainer._generate` (a failed call)
@@ -392,11 +393,12 @@ def _echoed(text: str, prompt: str, n: int = 6) -> str | None:
 def _repeated(text: str, n: int = 6) -> str | None:
     """An n-word run said twice in `text` (a small model looping), titles masked with `_MASK` first.
 
-    Runs never cross a masked title, so naming one long title twice, or two titles in the same frame
-    ("people who played X also played Y"), is not repetition.
+    Runs never cross a masked title or a date, so naming one long title twice, two titles in the same
+    frame ("people who played X also played Y") or a date twice ("before the shift on 1998-02-09 ...
+    since the shift on 1998-02-09") is not repetition.
     """
     seen: set[str] = set()
-    for part in text.split(_MASK):
+    for part in _DATE.sub(_MASK, text).split(_MASK):
         words = _WORD.findall(part.lower())
         for i in range(len(words) - n + 1):
             run = " ".join(words[i:i + n])

@@ -268,6 +268,15 @@ def test_titles_are_masked_before_the_repetition_and_narration_rules() -> None:
              "Death Sentence, or the Long Night (2007) and Heat (1995) led to it.")
     [exp] = Explainer(catalog, LLMClient(FakeChatModel(default=reply))).explain(history, ["5"], evidence=evidence)
     assert exp.text.source == "llm", exp.text.errors
+    ds = planted_shift_dataset(n_users=3)
+    evo = summarize_evolution("u0", ds.history("u0"), ds.catalog)
+    ev = shift_evidence(evo, ds.catalog)
+    assert ev.shift_at is not None and ev.to_categories
+    day, rising = f"{ev.shift_at:%Y-%m-%d}", ev.to_categories[0]
+    reply = (f"You watched other things before the shift on {day}. You moved towards {rising} after "
+             f"the shift on {day}, and it has grown since.")
+    text = Explainer(ds.catalog, LLMClient(FakeChatModel(default=reply))).describe_shift_evidence(ev)
+    assert text.source == "llm", text.errors
 
 
 # ---------------------------------------------------------------------- explanations from the scorer's evidence
