@@ -54,7 +54,7 @@ _UNSUPPORTED = re.compile(r"\b(?:review(?:s|ed|ers?)?|critics?|critically|praise
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“])")
 _WORD = re.compile(r"[\w'’]+")
 _DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
-_MASK = "\x00"  # stands in for an evidence title while the rules below read the rest of the text
+_MASK = "\x00"  # stands in for an evidence title (or a date) while the rules read the rest of the text
 
 # Why an attempt was rejected, by the fixed start of the message `Explainer._generate` (a failed call)
 # or `Explainer._problem` (a rejected answer) records; the first matching start wins.
