@@ -380,14 +380,8 @@ def _titles(titles: Sequence[str]) -> str:
 
 def _echoed(text: str, prompt: str, n: int = 6) -> str | None:
     """An n-word run of the prompt's instruction lines found in the answer (a small model echoing it)."""
-    words = _WORD.findall(_DATA_BLOCK.sub(" ", prompt).lower())  # punctuation aside: "sentences," = "sentences."
-    runs = {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
-    answer = _WORD.findall(text.lower())
-    for i in range(len(answer) - n + 1):
-        run = " ".join(answer[i:i + n])
-        if run in runs:
-            return run
-    return None
+    runs = set(_runs(_DATA_BLOCK.sub(" ", prompt), n))  # punctuation aside: "sentences," = "sentences."
+    return next((run for run in _runs(text, n) if run in runs), None)
 
 
 def _repeated(text: str, n: int = 6) -> str | None:
@@ -399,13 +393,17 @@ def _repeated(text: str, n: int = 6) -> str | None:
     """
     seen: set[str] = set()
     for part in _DATE.sub(_MASK, text).split(_MASK):
-        words = _WORD.findall(part.lower())
-        for i in range(len(words) - n + 1):
-            run = " ".join(words[i:i + n])
+        for run in _runs(part, n):
             if run in seen:
                 return run
             seen.add(run)
     return None
+
+
+def _runs(text: str, n: int) -> list[str]:
+    """Every n-word run of `text`, lower-cased, punctuation aside."""
+    words = _WORD.findall(text.lower())
+    return [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
 
 
 def _says_done(text: str, title: str, verb: str) -> bool:
